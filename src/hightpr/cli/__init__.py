@@ -1,0 +1,1 @@
+"""Entry points: they wire config, data, model, loss and regulariser together."""

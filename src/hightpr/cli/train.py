@@ -1,0 +1,132 @@
+"""`python train.py` / `hightpr-train`: one training run (or a Hydra multirun grid).
+
+Wires config -> DataModule, model, base loss, regulariser -> Lightning; then tests the best
+checkpoint and writes metrics.json, logits_{val,test}.npz and a row of the experiment's runs.csv.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hightpr.errors import HightprError
+from hightpr.module import HighTPRModule
+from hightpr.runs import append_run, flatten, save_logits, save_metrics
+
+CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+log = logging.getLogger("hightpr")
+
+
+def _choices() -> dict[str, str]:
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items()
+            if v is not None and not k.startswith("hydra")}
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.get("run_dir", "."))
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+    """Lightning Trainer from `cfg.trainer` + `cfg.logger`, with best-AUC checkpoint and early stop."""
+    t = cfg.trainer
+    target = str(cfg.logger.get("_target_", "")) if cfg.get("logger") else ""
+    if "Wandb" in target and importlib.util.find_spec("wandb") is None:
+        raise HightprError("logger=wandb needs wandb: pip install -e '.[wandb]'")
+    logger = instantiate(cfg.logger) if target else False
+    callbacks = [
+        pl.callbacks.ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
+            monitor="val/auc", mode="max", save_top_k=1, auto_insert_metric_name=False,
+        ),
+        pl.callbacks.EarlyStopping(monitor="val/auc", mode="max", patience=t.patience),
+    ]
+    return pl.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+        precision=t.precision, deterministic=t.deterministic, logger=logger,
+        callbacks=callbacks, enable_progress_bar=t.progress_bar,
+        log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0,
+        default_root_dir=str(run_dir), enable_model_summary=t.model_summary,
+        **OmegaConf.to_container(t.extra, resolve=True),
+    )
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train, select the best epoch on validation AUC, test it, save every output."""
+    run_dir = _output_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.trainer.get("num_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup("fit")
+    loss_cls = get_class(cfg.loss._target_)
+    loss = instantiate(cfg.loss, class_counts=datamodule.class_counts)
+    num_logits = cfg.model.get("num_logits") or loss_cls.num_logits or len(datamodule.class_counts)
+    model = instantiate(cfg.model, num_logits=num_logits, normed_head=loss_cls.normed_head)
+    reg = instantiate(cfg.reg, num_sample_ids=datamodule.num_sample_ids)
+    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=instantiate(cfg.optimizer))
+
+    OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+    log.info("data %s", datamodule.summary())
+    trainer = build_trainer(cfg, run_dir)
+    trainer.fit(module, datamodule=datamodule)
+    best = trainer.checkpoint_callback.best_model_path or None
+    trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+
+    for stage in ("val", "test"):
+        save_logits(run_dir, stage, module.outputs[stage])
+    metrics = {
+        "val": module.reports["val"], "test": module.reports["test"],
+        "epochs_trained": trainer.current_epoch, "best_checkpoint": best,
+        "data": datamodule.summary(),
+    }
+    save_metrics(run_dir, metrics)
+    row = {"run_dir": str(run_dir), "name": cfg.name, "seed": cfg.seed, **_choices()}
+    for group in ("dataset", "model", "loss", "reg", "optimizer"):
+        row.update(flatten(group, OmegaConf.to_container(cfg[group], resolve=True),
+                           skip=("root",)))
+    for stage in ("val", "test"):
+        row.update({f"{stage}_{k}": v for k, v in module.reports[stage].items()})
+    append_run(Path(cfg.paths.runs_csv), row)
+    log.info("test %s", {k: round(v, 4) for k, v in module.reports["test"].items()})
+    log.info("outputs in %s", run_dir)
+    return metrics
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    os.environ.setdefault("PL_DISABLE_FORK", "1")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    _quiet_libraries()
+    try:
+        return run(cfg)
+    except HightprError as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

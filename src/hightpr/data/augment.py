@@ -1,0 +1,34 @@
+"""Batched, device-side image augmentation and normalisation (no per-sample PIL pipeline)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """Per-sample random crop after zero padding, and random horizontal flip, on [B,C,H,W]."""
+    b, _, h, w = x.shape
+    if padding > 0:
+        padded = F.pad(x, (padding,) * 4)
+        oy = torch.randint(0, 2 * padding + 1, (b,), device=x.device)
+        ox = torch.randint(0, 2 * padding + 1, (b,), device=x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B,1,H,1]
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B,1,1,W]
+        batch = torch.arange(b, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chans, rows, cols]
+    if flip:
+        mask = torch.rand(b, device=x.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def to_float(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
+    """uint8 [B,C,H,W] -> normalised float32."""
+    m = torch.as_tensor(mean, device=x.device, dtype=torch.float32)[None, :, None, None]
+    s = torch.as_tensor(std, device=x.device, dtype=torch.float32)[None, :, None, None]
+    return (x.float() / 255.0 - m) / s

@@ -1,0 +1,151 @@
+"""Reading and writing torchvision's CIFAR layout (`cifar-10-batches-py`, `cifar-100-python`).
+
+Files written by `hightpr.data.prepare` are byte-compatible with torchvision's readers, but not
+with its MD5 table (the offline source is re-encoded JPEG), so integrity is checked against the
+manifest that the prepare step writes beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from hightpr.errors import DataMissingError
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR10_DIR = "cifar-10-batches-py"
+MANIFEST = "hightpr_manifest.json"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+class _ManifestChecked:
+    """Replace torchvision's fixed-MD5 check by 'every file present' (content checked by prepare)."""
+
+    def _check_integrity(self) -> bool:  # noqa: D401 - torchvision hook
+        base = Path(self.root) / self.base_folder
+        return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:  # torchvision checks the meta file's fixed MD5 here
+        path = Path(self.root) / self.base_folder / self.meta["filename"]
+        if not path.is_file():
+            raise RuntimeError(f"{path} not found")
+        with open(path, "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+class PreparedCIFAR10(_ManifestChecked, CIFAR10):
+    """torchvision CIFAR-10 that also accepts files made by `hightpr.data.prepare`."""
+
+
+class PreparedCIFAR100(_ManifestChecked, CIFAR100):
+    """torchvision CIFAR-100 that also accepts files made by `hightpr.data.prepare`."""
+
+
+def md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_cifar10(
+    out_dir: Path,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    source: str,
+    classes: tuple[str, ...] = CIFAR10_CLASSES,
+) -> Path:
+    """Write images [N,32,32,3] uint8 + labels [N] as torchvision's CIFAR-10 pickles."""
+    folder = Path(out_dir) / CIFAR10_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (x_tr, y_tr), (x_te, y_te) = train, test
+    chunks = np.array_split(np.arange(len(x_tr)), len(TRAIN_FILES))
+    parts = [(name, x_tr[idx], y_tr[idx]) for name, idx in zip(TRAIN_FILES, chunks, strict=True)]
+    parts.append(("test_batch", x_te, y_te))
+    for name, x, y in parts:
+        entry = {
+            "batch_label": name,
+            "labels": [int(v) for v in y],
+            "data": np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1),
+            "filenames": [f"{i:05d}.png" for i in range(len(x))],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f, protocol=4)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list(classes), "num_cases_per_batch": len(chunks[0])}, f)
+    manifest = {
+        "source": source,
+        "counts": {"train": int(len(x_tr)), "test": int(len(x_te))},
+        "md5": {name: md5(folder / name) for name, *_ in parts},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def verify_cifar10(root: Path, expect_per_class: tuple[int, int] | None = (5000, 1000)) -> str:
+    """Check presence, shapes, labels and (when a manifest exists) checksums. Returns a summary."""
+    folder = Path(root) / CIFAR10_DIR
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        for name, digest in manifest["md5"].items():
+            if not (folder / name).is_file() or md5(folder / name) != digest:
+                raise DataMissingError(
+                    f"{folder / name} is missing or corrupt; re-run "
+                    "`python -m hightpr.data.prepare cifar10 --force`"
+                )
+    summary = []
+    for train in (True, False):
+        x, y = load_cifar(str(root), train=train, which="cifar10")
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32) or x.dtype != torch.uint8:
+            raise DataMissingError(f"unexpected CIFAR-10 image array {tuple(x.shape)} in {folder}")
+        counts = torch.bincount(y, minlength=10)
+        if len(counts) != 10:
+            raise DataMissingError(f"CIFAR-10 labels outside 0..9 in {folder}")
+        if expect_per_class is not None:
+            want = expect_per_class[0 if train else 1]
+            if not bool((counts == want).all()):
+                raise DataMissingError(
+                    f"CIFAR-10 {'train' if train else 'test'} split has per-class counts "
+                    f"{counts.tolist()}, expected {want} each"
+                )
+        summary.append(f"{'train' if train else 'test'} {len(y)}")
+    return ", ".join(summary)
+
+
+def missing_message(root: Path, which: str) -> str:
+    name = which.lower()
+    return (
+        f"{name.upper()} not found under {root} (looked for torchvision's layout). "
+        f"Prepare it with `python -m hightpr.data.prepare {name} --data-dir {root}` "
+        "(or set HIGHTPR_DATA_DIR / paths.data_dir to where it is)."
+    )
+
+
+@lru_cache(maxsize=8)
+def load_cifar(root: str, train: bool, which: str = "cifar10") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [N,3,32,32] uint8 and labels [N] int64, decoded once per process."""
+    cls = {"cifar10": PreparedCIFAR10, "cifar100": PreparedCIFAR100}[which]
+    try:
+        ds = cls(root=root, train=train, download=False)
+    except RuntimeError as err:
+        raise DataMissingError(missing_message(Path(root), which)) from err
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError) as err:
+        raise DataMissingError(
+            f"{which.upper()} files under {root} are corrupt ({err}); re-run "
+            f"`python -m hightpr.data.prepare {which} --force --data-dir {root}`"
+        ) from err
+    x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    y = torch.as_tensor(ds.targets, dtype=torch.int64)
+    return x, y

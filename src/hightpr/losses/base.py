@@ -1,0 +1,32 @@
+"""The base-loss interface: a small nn.Module on (logits, labels), told the class counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+class BaseLoss(nn.Module):
+    """A base loss. Subclasses declare the head they need, so the model is built to match.
+
+    `class_counts` (training samples per class, from the DataModule) is given to every loss;
+    losses that do not re-weight ignore it.
+    """
+
+    num_logits: ClassVar[int | None] = 1  # None: one logit per class (multi-class losses)
+    normed_head: ClassVar[bool] = False
+
+    def __init__(self, class_counts: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.class_counts = list(class_counts) if class_counts is not None else None
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def mean_or_zero(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Mean that is 0 (still in the graph) on an empty batch instead of NaN."""
+    return values.mean() if values.numel() else like.sum() * 0.0

@@ -1,0 +1,5 @@
+"""Metrics of the papers (ROC-based; numpy arrays or tensors in, floats out)."""
+
+from hightpr.metrics.roc import binary_report, fpr_at_fn, fpr_at_tpr, roc_auc, roc_points
+
+__all__ = ["binary_report", "fpr_at_fn", "fpr_at_tpr", "roc_auc", "roc_points"]

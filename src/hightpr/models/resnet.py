@@ -1,0 +1,73 @@
+"""CIFAR ResNets (3x3 stem, no max-pool): ResNet-10 of the binary experiments, ResNet-32 (LDAM)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from hightpr.models.heads import make_head
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """Stages of BasicBlocks with widths `widths`, strides 1,2,2,...; global pool; head."""
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...] = (1, 1, 1, 1),
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        num_logits: int = 1,
+        normed_head: bool = False,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers, in_planes = [], widths[0]
+        for i, (n, w) in enumerate(zip(blocks, widths, strict=True)):
+            for j in range(n):
+                layers.append(BasicBlock(in_planes, w, stride=2 if (i > 0 and j == 0) else 1))
+                in_planes = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = in_planes
+        self.head = make_head(in_planes, num_logits, normed_head)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        return self.head(self.pool(self.features(self.stem(x))).flatten(1))
+
+
+def resnet10(width: int = 64, num_logits: int = 1, normed_head: bool = False) -> CifarResNet:
+    """ResNet-10: one BasicBlock per stage, widths width x (1, 2, 4, 8) (64-128-256-512)."""
+    return CifarResNet((1, 1, 1, 1), tuple(width * m for m in (1, 2, 4, 8)), num_logits, normed_head)
+
+
+def resnet32(width: int = 16, num_logits: int = 10, normed_head: bool = False) -> CifarResNet:
+    """ResNet-32 of He et al. for CIFAR (5 blocks x 3 stages, widths 16-32-64), as in LDAM."""
+    return CifarResNet((5, 5, 5), tuple(width * m for m in (1, 2, 4)), num_logits, normed_head)

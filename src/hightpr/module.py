@@ -1,0 +1,107 @@
+"""The LightningModule: model + base loss + regulariser, one training step for every method.
+
+It never branches on which loss or regulariser it holds: the regulariser extends the batch,
+adds its term and updates its own state through the `Regularizer` interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from torch import nn
+
+from hightpr.metrics import binary_report
+from hightpr.models import binary_score
+from hightpr.regularizers import NoRegularizer, Regularizer
+
+EVAL_TPRS = (0.90, 0.92, 0.95, 0.98, 1.00)
+
+
+class HighTPRModule(pl.LightningModule):
+    """Trains `model` with `loss` (+ `reg`) and evaluates the papers' ROC metrics per epoch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        reg: Regularizer | None = None,
+        scheduler: Callable | None = None,
+        score_fn: Callable[[torch.Tensor], torch.Tensor] = binary_score,
+        eval_tprs: tuple[float, ...] = EVAL_TPRS,
+    ) -> None:
+        super().__init__()
+        self.model, self.loss, self.reg = model, loss, reg or NoRegularizer()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.score_fn, self.eval_tprs = score_fn, tuple(eval_tprs)
+        self._gather: dict[str, list[tuple[torch.Tensor, ...]]] = {}
+        self.outputs: dict[str, dict[str, np.ndarray]] = {}  # last evaluation per stage
+        self.reports: dict[str, dict[str, float]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # -- training --------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.reg.on_train_epoch_start(self.current_epoch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        batch, n_base = self.reg.extend_batch(batch)
+        logits = self.model(batch["x"])
+        scores = self.score_fn(logits)
+        base = self.loss(logits[:n_base], batch["y"][:n_base])
+        term = self.reg(logits, scores, batch["y"], batch["id"])
+        loss = base + term
+        self.reg.after_step(batch, logits.detach(), scores.detach())
+        n = len(batch["y"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/base_loss", base, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/reg_term", term, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        for key, value in self.reg.epoch_log().items():
+            self.log(f"reg/{key}", value)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        scores = self.score_fn(self.model(batch["x"]))
+        self._gather.setdefault(stage, []).append((scores, batch["y"], batch["id"]))
+
+    def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        parts = self._gather.pop(stage, [])
+        if not parts:
+            return {}
+        scores, labels, ids = (torch.cat(t).float().cpu().numpy() for t in zip(*parts, strict=True))
+        self.outputs[stage] = {"scores": scores, "labels": labels, "ids": ids.astype(np.int64)}
+        report = binary_report(scores, labels, self.eval_tprs)
+        self.reports[stage] = report
+        for key, value in report.items():
+            self.log(f"{stage}/{key}", float(value), prog_bar=key == "auc")
+        return report
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        report = self._eval_epoch_end("val")
+        fitting = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
+        if report and fitting:
+            self.reg.on_validation_end(report["auc"])
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
