@@ -38,24 +38,29 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     return data_dir
 
 
+def run_train(data_dir: Path, work_dir: Path, *overrides: str, fast: bool = True,
+              name: str = "test") -> TrainResult:
+    """Run `python train.py FAST_TRAIN... overrides...` in a subprocess."""
+    out_root = work_dir / "outputs"
+    args = [sys.executable, str(ROOT / "train.py"), *(FAST_TRAIN if fast else []),
+            f"paths.data_dir={data_dir}", f"paths.output_root={out_root}", f"name={name}",
+            *overrides]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=work_dir, env=env, timeout=600)
+    runs_csv = out_root / name / "runs.csv"
+    run_dir = metrics = None
+    if proc.returncode == 0 and runs_csv.is_file():
+        run_dir = Path(pd.read_csv(runs_csv)["run_dir"].iloc[-1])
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    return TrainResult(proc.returncode, proc.stdout, proc.stderr, run_dir, metrics, runs_csv)
+
+
 @pytest.fixture
 def train(tiny_data_dir, tmp_path):
-    """Run `python train.py FAST_TRAIN... overrides...` in a subprocess; returns TrainResult."""
+    """`train(*overrides)` runs `python train.py` on the tiny dataset; returns TrainResult."""
 
     def _run(*overrides: str, fast: bool = True, name: str = "test") -> TrainResult:
-        out_root = tmp_path / "outputs"
-        args = [sys.executable, str(ROOT / "train.py"), *(FAST_TRAIN if fast else []),
-                f"paths.data_dir={tiny_data_dir}", f"paths.output_root={out_root}",
-                f"name={name}", *overrides]
-        env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env,
-                              timeout=600)
-        runs_csv = out_root / name / "runs.csv"
-        run_dir = metrics = None
-        if proc.returncode == 0 and runs_csv.is_file():
-            run_dir = Path(pd.read_csv(runs_csv)["run_dir"].iloc[-1])
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        return TrainResult(proc.returncode, proc.stdout, proc.stderr, run_dir, metrics, runs_csv)
+        return run_train(tiny_data_dir, tmp_path, *overrides, fast=fast, name=name)
 
     return _run
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,13 +41,47 @@ def _output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.get("run_dir", "."))
 
 
+def _instantiate(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate`, unwrapping our own user-facing errors from Hydra's wrapper."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, HightprError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise HightprError(f"cannot build {node.get('_target_')}: {err}") from err
+
+
+def init_weights(model, path: str | None) -> None:
+    """Start from the model weights of a checkpoint (ALM-v1's two-step strategy: pre-train, then ALM)."""
+    if not path:
+        return
+    import torch
+
+    if not Path(path).is_file():
+        raise HightprError(f"init_from={path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise HightprError(f"init_from={path}: not a readable checkpoint ({err})") from err
+    state = state.get("state_dict", state)
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(weights or state, strict=False)
+    if missing:
+        raise HightprError(f"init_from={path}: checkpoint lacks {len(missing)} model tensors "
+                           f"(e.g. {missing[0]}); was it trained with the same model config?")
+    log.info("initialised the model from %s", path)
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     """Lightning Trainer from `cfg.trainer` + `cfg.logger`, with best-AUC checkpoint and early stop."""
     t = cfg.trainer
     target = str(cfg.logger.get("_target_", "")) if cfg.get("logger") else ""
     if "Wandb" in target and importlib.util.find_spec("wandb") is None:
         raise HightprError("logger=wandb needs wandb: pip install -e '.[wandb]'")
-    logger = instantiate(cfg.logger) if target else False
+    logger = _instantiate(cfg.logger) if target else False
     callbacks = [
         pl.callbacks.ModelCheckpoint(
             dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
@@ -74,14 +109,15 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.dataset)
+    datamodule = _instantiate(cfg.dataset)
     datamodule.setup("fit")
     loss_cls = get_class(cfg.loss._target_)
-    loss = instantiate(cfg.loss, class_counts=datamodule.class_counts)
+    loss = _instantiate(cfg.loss, class_counts=datamodule.class_counts)
     num_logits = cfg.model.get("num_logits") or loss_cls.num_logits or len(datamodule.class_counts)
-    model = instantiate(cfg.model, num_logits=num_logits, normed_head=loss_cls.normed_head)
-    reg = instantiate(cfg.reg, num_sample_ids=datamodule.num_sample_ids)
-    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=instantiate(cfg.optimizer))
+    model = _instantiate(cfg.model, num_logits=num_logits, normed_head=loss_cls.normed_head)
+    init_weights(model, cfg.get("init_from"))
+    reg = _instantiate(cfg.reg, num_sample_ids=datamodule.num_sample_ids)
+    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=_instantiate(cfg.optimizer))
 
     OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
     log.info("data %s", datamodule.summary())

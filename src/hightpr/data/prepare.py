@@ -66,12 +66,18 @@ def read_jpeg_archive(archive: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return out
 
 
-def prepare_cifar10(data_dir: Path, source: Path | None, download: bool, force: bool) -> str:
+def prepare_cifar10(
+    data_dir: Path,
+    source: Path | None,
+    download: bool,
+    force: bool,
+    expect_per_class: tuple[int, int] | None = (5000, 1000),
+) -> str:
     """Write torchvision's `cifar-10-batches-py` under `data_dir`; return a summary line."""
     target = data_dir / CIFAR10_DIR
     if target.is_dir() and not force:
         try:
-            return f"already prepared: {target} ({verify_cifar10(data_dir)})"
+            return f"already prepared: {target} ({verify_cifar10(data_dir, expect_per_class)})"
         except HightprError:
             pass  # incomplete or corrupt: rebuild below
     if download:
@@ -84,7 +90,7 @@ def prepare_cifar10(data_dir: Path, source: Path | None, download: bool, force: 
         write_cifar10(data_dir, splits["train"], splits["test"], source=f"jpeg:{source.name}")
     else:
         raise HightprError("no CIFAR-10 source: pass --from ARCHIVE (JPEG tar) or --download")
-    return f"prepared {target} ({verify_cifar10(data_dir)})"
+    return f"prepared {target} ({verify_cifar10(data_dir, expect_per_class)})"
 
 
 def make_tiny_cifar10(

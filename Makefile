@@ -1,0 +1,35 @@
+# hightpr: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCE_DATA ?= ../shared/data
+export HIGHTPR_DATA_DIR ?= $(CURDIR)/data
+ARGS ?=
+
+.PHONY: help setup test test-slow lint data data-tiny train
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup:  ## create .venv and install hightpr with its dev extras
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+test:  ## the fast test suite (slow tests are skipped)
+	$(BIN)/pytest -q
+
+test-slow:  ## the slow tests too (real-data training runs)
+	$(BIN)/pytest -q -m "slow or not slow"
+
+lint:  ## ruff
+	$(BIN)/ruff check .
+
+data:  ## prepare CIFAR-10 under $HIGHTPR_DATA_DIR from the offline JPEG archive in $SOURCE_DATA
+	$(BIN)/python -m hightpr.data.prepare cifar10 --from $(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz
+
+data-tiny:  ## a tiny synthetic CIFAR-10 for smoke tests (python train.py dataset=tiny)
+	$(BIN)/python -m hightpr.data.prepare tiny
+
+train:  ## python train.py $(ARGS), e.g. make train ARGS="trainer=cpu_quick seed=3"
+	$(BIN)/python train.py $(ARGS)

@@ -1,0 +1,97 @@
+"""End-to-end: `python train.py` through Hydra on tiny data, its outputs, errors, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hightpr.runs import load_logits
+
+TPR_KEYS = ("fpr@90tpr", "fpr@92tpr", "fpr@95tpr", "fpr@98tpr", "fpr@100tpr")
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_data_dir, tmp_path_factory):
+    """One default run shared by the output checks (module scope: trained once)."""
+    from tests.conftest import run_train
+
+    return run_train(tiny_data_dir, tmp_path_factory.mktemp("run"))
+
+
+def test_run_writes_every_output(first_run):
+    r = first_run
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = r.run_dir
+    for name in ("config_resolved.yaml", "metrics.json", "logits_val.npz", "logits_test.npz",
+                 ".hydra/config.yaml", "csv/metrics.csv"):
+        assert (d / name).is_file(), name
+    assert len(list((d / "checkpoints").glob("best-*.ckpt"))) == 1
+    for stage, (n_pos, n_neg) in {"val": (20, 20), "test": (40, 40)}.items():
+        m = r.metrics[stage]
+        assert (m["n_pos"], m["n_neg"]) == (n_pos, n_neg)
+        assert 0.0 <= m["auc"] <= 1.0 and all(0.0 <= m[k] <= 1.0 for k in TPR_KEYS)
+        logits = load_logits(d / f"logits_{stage}.npz")
+        assert len(logits["scores"]) == len(logits["labels"]) == len(logits["ids"]) == n_pos + n_neg
+        assert int(logits["labels"].sum()) == n_pos and len(np.unique(logits["ids"])) == n_pos + n_neg
+    assert r.metrics["data"] == {"train_pos": 12, "train_neg": 117, "val_pos": 20, "val_neg": 20,
+                                 "test_pos": 40, "test_neg": 40}
+
+
+def test_saved_logits_reproduce_saved_metrics(first_run):
+    from hightpr.metrics import binary_report
+
+    logits = load_logits(first_run.run_dir / "logits_test.npz")
+    report = binary_report(logits["scores"], logits["labels"])
+    for key in ("auc", *TPR_KEYS):
+        assert report[key] == pytest.approx(first_run.metrics["test"][key])
+
+
+def test_runs_csv_row(first_run):
+    rows = pd.read_csv(first_run.runs_csv)
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row["dataset"], row["loss"], row["reg"], row["seed"]) == ("tiny", "bce", "none", 1)
+    assert row["dataset.ratio"] == 10 and row["test_auc"] == pytest.approx(first_run.metrics["test"]["auc"])
+
+
+def test_best_checkpoint_holds_the_tested_model(first_run):
+    ckpt = next((first_run.run_dir / "checkpoints").glob("best-*.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert any(k.startswith("model.") for k in state["state_dict"])
+
+
+def test_same_seed_same_metrics_other_seed_other_draw(train, first_run):
+    again = train()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.metrics["test"] == first_run.metrics["test"]
+    a = load_logits(first_run.run_dir / "logits_test.npz")["scores"]
+    b = load_logits(again.run_dir / "logits_test.npz")["scores"]
+    assert np.array_equal(a, b)
+    other = train("seed=2")
+    assert other.returncode == 0
+    assert not np.array_equal(a, load_logits(other.run_dir / "logits_test.npz")["scores"])
+
+
+def test_init_from_checkpoint(train, first_run):
+    ckpt = next((first_run.run_dir / "checkpoints").glob("best-*.ckpt"))
+    r = train(f"init_from={ckpt}", "trainer.max_epochs=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "initialised the model from" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "override, expect",
+    [
+        ("loss=bcee", "Could not find 'loss/bcee'"),
+        ("paths.data_dir=/nonexistent", "python -m hightpr.data.prepare cifar10"),
+        ("init_from=/nonexistent.ckpt", "no such checkpoint file"),
+        ("dataset.ratio=0.01", "positives but only"),
+    ],
+)
+def test_bad_input_is_one_clear_message(train, override, expect):
+    r = train(override)
+    assert r.returncode != 0
+    assert expect in r.stderr
+    assert "Traceback" not in r.stderr
