@@ -189,7 +189,7 @@ class ALMRegularizer(Regularizer):
         """mu <- min(rho mu, mu_cap) when the validation metric dropped (Algorithm 1)."""
         if not self.active:
             return
-        val = torch.tensor(float(val_auc), dtype=self.ref_auc.dtype, device=self.ref_auc.device)
+        val = torch.full_like(self.ref_auc, float(val_auc))
         worse = val < self.ref_auc - self.mu_margin  # False while the reference is NaN
         grown = torch.clamp(self.mu * self.rho, max=self.mu_cap)
         self.mu.copy_(torch.where(worse, grown, self.mu))
@@ -209,7 +209,7 @@ class ALMRegularizer(Regularizer):
             "lambda_max": torch.where(n_seen > 0, lam_max, 0.0),
             "violation_mean": q_sum / n_con.clamp_min(1),
             "satisfied_frac": n_sat / n_con.clamp_min(1),
-            "active": torch.tensor(float(self.active), device=self.mu.device),
+            "active": torch.full_like(self.mu, float(self.active)),
         }
 
     def extra_repr(self) -> str:
