@@ -14,11 +14,9 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
-from hightpr.metrics import binary_report
+from hightpr.metrics.evaluators import BinaryEvaluator, Evaluator
 from hightpr.models import binary_score
 from hightpr.regularizers import NoRegularizer, Regularizer
-
-EVAL_TPRS = (0.90, 0.92, 0.95, 0.98, 1.00)
 
 
 class HighTPRModule(pl.LightningModule):
@@ -32,12 +30,12 @@ class HighTPRModule(pl.LightningModule):
         reg: Regularizer | None = None,
         scheduler: Callable | None = None,
         score_fn: Callable[[torch.Tensor], torch.Tensor] = binary_score,
-        eval_tprs: tuple[float, ...] = EVAL_TPRS,
+        evaluator: Evaluator | None = None,
     ) -> None:
         super().__init__()
         self.model, self.loss, self.reg = model, loss, reg or NoRegularizer()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.score_fn, self.eval_tprs = score_fn, tuple(eval_tprs)
+        self.score_fn, self.evaluator = score_fn, evaluator or BinaryEvaluator()
         self._gather: dict[str, list[tuple[torch.Tensor, ...]]] = {}
         self.outputs: dict[str, dict[str, np.ndarray]] = {}  # last evaluation per stage
         self.reports: dict[str, dict[str, float]] = {}
@@ -48,6 +46,7 @@ class HighTPRModule(pl.LightningModule):
     # -- training --------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self.reg.on_train_epoch_start(self.current_epoch)
+        self.loss.on_train_epoch_start(self.current_epoch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         batch, n_base = self.reg.extend_batch(batch)
@@ -69,19 +68,21 @@ class HighTPRModule(pl.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        scores = self.score_fn(self.model(batch["x"]))
-        self._gather.setdefault(stage, []).append((scores, batch["y"], batch["id"]))
+        logits = self.model(batch["x"])
+        self._gather.setdefault(stage, []).append((logits, batch["y"], batch["id"]))
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        """Metrics once per epoch on the gathered outputs (one host transfer per epoch)."""
         parts = self._gather.pop(stage, [])
         if not parts:
             return {}
-        scores, labels, ids = (torch.cat(t).float().cpu().numpy() for t in zip(*parts, strict=True))
-        self.outputs[stage] = {"scores": scores, "labels": labels, "ids": ids.astype(np.int64)}
-        report = binary_report(scores, labels, self.eval_tprs)
+        logits, labels, ids = (torch.cat(t).float().cpu().numpy() for t in zip(*parts, strict=True))
+        self.outputs[stage] = {"scores": self.evaluator.scores(logits), "labels": labels,
+                               "ids": ids.astype(np.int64), "logits": logits}
+        report = self.evaluator(logits, labels)
         self.reports[stage] = report
         for key, value in report.items():
-            self.log(f"{stage}/{key}", float(value), prog_bar=key == "auc")
+            self.log(f"{stage}/{key}", float(value), prog_bar=key == self.evaluator.monitor)
         return report
 
     def validation_step(self, batch, batch_idx):
@@ -91,7 +92,7 @@ class HighTPRModule(pl.LightningModule):
         report = self._eval_epoch_end("val")
         fitting = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
         if report and fitting:
-            self.reg.on_validation_end(report["auc"])
+            self.reg.on_validation_end(report[self.evaluator.monitor])
 
     def test_step(self, batch, batch_idx):
         self._eval_step("test", batch)

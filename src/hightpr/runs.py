@@ -13,18 +13,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hightpr.errors import HightprError
+
 
 def save_logits(run_dir: Path, stage: str, outputs: Mapping[str, np.ndarray]) -> Path:
-    """`logits_{stage}.npz` with scores, labels and sample ids."""
+    """`logits_{stage}.npz`: scores (the ranked scalar), labels, sample ids, raw logits [N, K]."""
     path = Path(run_dir) / f"logits_{stage}.npz"
-    np.savez_compressed(path, scores=outputs["scores"], labels=outputs["labels"],
-                        ids=outputs["ids"])
+    np.savez_compressed(path, **{k: outputs[k] for k in ("scores", "labels", "ids", "logits")})
     return path
 
 
 def load_logits(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {k: f[k] for k in ("scores", "labels", "ids")}
+    """Read a `logits_*.npz`; a missing or corrupt file is one clear error."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise HightprError(f"{path}: missing or corrupt logits file ({err}); re-run that run") from err
 
 
 def save_metrics(run_dir: Path, metrics: Mapping) -> Path:

@@ -21,6 +21,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
+from hightpr.metrics.evaluators import BinaryEvaluator
 from hightpr.module import HighTPRModule
 from hightpr.runs import append_run, flatten, save_logits, save_metrics
 
@@ -75,7 +76,7 @@ def init_weights(model, path: str | None) -> None:
     log.info("initialised the model from %s", path)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Trainer:
     """Lightning Trainer from `cfg.trainer` + `cfg.logger`, with best-AUC checkpoint and early stop."""
     t = cfg.trainer
     target = str(cfg.logger.get("_target_", "")) if cfg.get("logger") else ""
@@ -85,9 +86,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     callbacks = [
         pl.callbacks.ModelCheckpoint(
             dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
-            monitor="val/auc", mode="max", save_top_k=1, auto_insert_metric_name=False,
+            monitor=f"val/{monitor}", mode="max", save_top_k=1, auto_insert_metric_name=False,
         ),
-        pl.callbacks.EarlyStopping(monitor="val/auc", mode="max", patience=t.patience),
+        pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t.patience),
     ]
     return pl.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
@@ -99,16 +100,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     )
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train, select the best epoch on validation AUC, test it, save every output."""
-    run_dir = _output_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.trainer.get("num_threads"):
-        import torch
-
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
+def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, HighTPRModule]:
+    """DataModule and LightningModule of one run; the loss decides the head, data the counts."""
     datamodule = _instantiate(cfg.dataset)
     datamodule.setup("fit")
     loss_cls = get_class(cfg.loss._target_)
@@ -117,11 +110,35 @@ def run(cfg: DictConfig) -> dict:
     model = _instantiate(cfg.model, num_logits=num_logits, normed_head=loss_cls.normed_head)
     init_weights(model, cfg.get("init_from"))
     reg = _instantiate(cfg.reg, num_sample_ids=datamodule.num_sample_ids)
-    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=_instantiate(cfg.optimizer))
+    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=_instantiate(cfg.optimizer),
+                           evaluator=BinaryEvaluator())
+    return datamodule, module
 
+
+def runs_row(cfg: DictConfig, run_dir: Path, reports: dict[str, dict]) -> dict[str, object]:
+    """One tidy row: config choices, every hyper-parameter, seed, every val/test metric."""
+    row = {"run_dir": str(run_dir), "name": cfg.name, "seed": cfg.seed, **_choices()}
+    for group in ("dataset", "model", "loss", "reg", "optimizer"):
+        row.update(flatten(group, OmegaConf.to_container(cfg[group], resolve=True), skip=("root",)))
+    for stage, report in reports.items():
+        row.update({f"{stage}_{k}": v for k, v in report.items()})
+    return row
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
+    """Train, keep the best epoch on the validation monitor, test it, save every output."""
+    run_dir = Path(run_dir) if run_dir is not None else _output_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.trainer.get("num_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, module = build_components(cfg)
     OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
     log.info("data %s", datamodule.summary())
-    trainer = build_trainer(cfg, run_dir)
+
+    trainer = build_trainer(cfg, run_dir, monitor=module.evaluator.monitor)
     trainer.fit(module, datamodule=datamodule)
     best = trainer.checkpoint_callback.best_model_path or None
     trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -135,13 +152,7 @@ def run(cfg: DictConfig) -> dict:
         "data": datamodule.summary(),
     }
     save_metrics(run_dir, metrics)
-    row = {"run_dir": str(run_dir), "name": cfg.name, "seed": cfg.seed, **_choices()}
-    for group in ("dataset", "model", "loss", "reg", "optimizer"):
-        row.update(flatten(group, OmegaConf.to_container(cfg[group], resolve=True),
-                           skip=("root",)))
-    for stage in ("val", "test"):
-        row.update({f"{stage}_{k}": v for k, v in module.reports[stage].items()})
-    append_run(Path(cfg.paths.runs_csv), row)
+    append_run(Path(cfg.paths.runs_csv), runs_row(cfg, run_dir, module.reports))
     log.info("test %s", {k: round(v, 4) for k, v in module.reports["test"].items()})
     log.info("outputs in %s", run_dir)
     return metrics
