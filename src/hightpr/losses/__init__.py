@@ -1,6 +1,41 @@
-"""Base losses of the papers; each config in `conf/loss/` names its class with `_target_`."""
+"""Base losses of the papers; each config in `conf/loss/` names its class with `_target_`.
+
+`LOSSES` maps every config name (`loss=<name>`) to its class.
+"""
 
 from hightpr.losses.base import BaseLoss
-from hightpr.losses.binary import BCE
+from hightpr.losses.binary import (
+    BCE,
+    MSFE,
+    AsymmetricFocalBCE,
+    AsymmetricMarginBCE,
+    ClassBalancedBCE,
+    MiniBatchAUC,
+    SymmetricFocalBCE,
+    SymmetricMarginBCE,
+    WeightedBCE,
+)
+from hightpr.losses.ldam import LDAM
+from hightpr.losses.multiclass import CE, ClassBalancedCE, FocalCE
 
-__all__ = ["BCE", "BaseLoss"]
+LOSSES: dict[str, type[BaseLoss]] = {
+    "bce": BCE,
+    "s_ml": SymmetricMarginBCE,
+    "a_ml": AsymmetricMarginBCE,
+    "s_fl": SymmetricFocalBCE,
+    "a_fl": AsymmetricFocalBCE,
+    "wbce": WeightedBCE,
+    "cbbce": ClassBalancedBCE,
+    "ldam": LDAM,
+    "msfe": MSFE,
+    "mbauc": MiniBatchAUC,
+    "ce": CE,
+    "fl": FocalCE,
+    "cbce": ClassBalancedCE,
+}
+
+__all__ = [
+    "BCE", "CE", "LDAM", "LOSSES", "MSFE", "AsymmetricFocalBCE", "AsymmetricMarginBCE", "BaseLoss",
+    "ClassBalancedBCE", "ClassBalancedCE", "FocalCE", "MiniBatchAUC", "SymmetricFocalBCE",
+    "SymmetricMarginBCE", "WeightedBCE",
+]

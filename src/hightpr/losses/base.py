@@ -26,6 +26,9 @@ class BaseLoss(nn.Module):
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Hook for losses with an epoch schedule (LDAM's deferred re-weighting); a no-op here."""
+
 
 def mean_or_zero(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Mean that is 0 (still in the graph) on an empty batch instead of NaN."""
