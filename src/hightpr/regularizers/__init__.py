@@ -2,5 +2,10 @@
 
 from hightpr.regularizers.alm import ALMRegularizer, MultiClassALMRegularizer, alm_penalty
 from hightpr.regularizers.base import NoRegularizer, Regularizer
+from hightpr.regularizers.buffer import PositiveBuffer
+from hightpr.regularizers.rankreg import RankReg, rank_penalty
 
-__all__ = ["ALMRegularizer", "MultiClassALMRegularizer", "NoRegularizer", "Regularizer", "alm_penalty"]
+__all__ = [
+    "ALMRegularizer", "MultiClassALMRegularizer", "NoRegularizer", "PositiveBuffer", "RankReg",
+    "Regularizer", "alm_penalty", "rank_penalty",
+]

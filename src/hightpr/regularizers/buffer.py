@@ -1,0 +1,158 @@
+"""RankReg's buffer of positive samples (RankReg §3.5): a fixed-capacity memory on the device.
+
+It holds positive *inputs* (as they arrived in a training batch: augmented and normalised),
+their labels, their sample ids and their last scores. The whole buffer is appended to every
+batch, so its samples are re-scored by the current network at each step.
+
+Update rule (`push`, once per step, vectorised, no gradient):
+
+* candidates are the step's positives whose id is neither in the buffer nor earlier in the batch
+  (the buffer never holds a sample id twice, nor a negative);
+* every candidate enters while there is room (empty slots are filled in slot order, entering
+  samples in batch order, so the occupied slots are always the prefix ``[0, fill)``);
+* when full, the k candidates replace k occupants chosen by the strategy, using the scores the
+  occupants got in this very step: ``dequeue_max`` evicts the highest scores (the paper's
+  default: keep the hard positives), ``dequeue_min`` the lowest, ``fifo`` the oldest;
+* new samples always enter (they are preferred over every occupant); only if a single step brings
+  more candidates than the capacity does the strategy also choose among them (``dequeue_max``
+  keeps the lowest-scored ones, ``dequeue_min`` the highest, ``fifo`` the last in batch order).
+
+Ties (equal scores or ages) are broken by slot index, then batch order: deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+STRATEGIES = ("dequeue_max", "fifo", "dequeue_min")
+
+
+def _lexsort(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
+    """Indices sorting by `primary`, then `secondary`, then position (all ascending, stable)."""
+    order = torch.sort(secondary, stable=True).indices
+    return order[torch.sort(primary[order], stable=True).indices]
+
+
+class PositiveBuffer(nn.Module):
+    """Up to `size` positive samples; state in registered buffers (on the device, checkpointed)."""
+
+    def __init__(self, size: int = 32, strategy: str = "dequeue_max") -> None:
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"buffer strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if size < 1:
+            raise ValueError(f"buffer size must be >= 1, got {size}")
+        self.size, self.strategy = int(size), strategy
+        # x, y take the shape/dtype of the first batch pushed (empty until then).
+        self.register_buffer("x", torch.empty(0))
+        self.register_buffer("y", torch.empty(0))
+        self.register_buffer("ids", torch.full((self.size,), -1, dtype=torch.long))
+        self.register_buffer("scores", torch.zeros(self.size))
+        self.register_buffer("stamps", torch.zeros(self.size, dtype=torch.long))  # insertion time
+        self.register_buffer("clock", torch.zeros((), dtype=torch.long))
+        self._fill: int | None = 0  # host copy of the fill level; None = recount from `ids`
+
+    @property
+    def fill(self) -> int:
+        """Number of buffered samples (a host int: it only changes while the buffer fills up)."""
+        if self._fill is None:
+            self._fill = int((self.ids >= 0).sum())
+        return self._fill
+
+    def contents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, ids) of the buffered samples, in slot order."""
+        n = self.fill
+        return self.x[:n], self.y[:n], self.ids[:n]
+
+    @torch.no_grad()
+    def refresh_scores(self, scores: torch.Tensor) -> None:
+        """Store the occupants' current scores ([fill], slot order) for the eviction rule."""
+        self.scores[: self.fill] = scores.detach().to(self.scores.dtype)
+
+    def _materialise(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.x.ndim == 1 and self.x.numel() == 0:
+            self.x = torch.zeros((self.size, *x.shape[1:]), dtype=x.dtype, device=x.device)
+            self.y = torch.zeros(self.size, dtype=y.dtype, device=y.device)
+
+    @torch.no_grad()
+    def push(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        ids: torch.Tensor,
+        scores: torch.Tensor,
+        positive: torch.Tensor,
+    ) -> None:
+        """Offer a batch; its positives (mask `positive`) enter by the rule in the module docstring.
+
+        x: [B, ...] inputs; y: [B] labels; ids: [B] sample ids (>= 0); scores: [B] current scores.
+        """
+        b = len(ids)
+        if b == 0:
+            return
+        self._materialise(x, y)
+        dev = self.ids.device
+        ids, positive = ids.to(dev), positive.to(dev)
+        scores = scores.detach().to(self.scores.dtype)
+        pos_in_batch = torch.arange(b, device=dev)
+
+        # candidates: positives not buffered and not a repeat of an earlier batch sample
+        in_buffer = (ids[:, None] == self.ids[None, :]).any(1)
+        earlier = torch.ones(b, b, dtype=torch.bool, device=dev).tril(-1)
+        repeat = ((ids[:, None] == ids[None, :]) & earlier).any(1)
+        cand = positive & ~in_buffer & ~repeat
+        n_new = cand.sum().clamp(max=self.size)
+
+        # eviction order of the slots: empty slots first (in slot order), then by strategy
+        occupied = self.ids >= 0
+        if self.strategy == "dequeue_max":
+            slot_key = -self.scores
+        elif self.strategy == "dequeue_min":
+            slot_key = self.scores
+        else:
+            slot_key = self.stamps
+        slot_key = torch.where(occupied, slot_key, torch.zeros_like(slot_key))
+        slot_order = _lexsort(occupied.long(), slot_key)
+        slot_rank = torch.empty_like(slot_order)
+        slot_rank[slot_order] = torch.arange(self.size, device=dev)
+
+        # keep order of the batch: candidates first; among them, what the strategy evicts last
+        if self.strategy == "dequeue_max":
+            cand_key = scores
+        elif self.strategy == "dequeue_min":
+            cand_key = -scores
+        else:
+            cand_key = -pos_in_batch
+        cand_key = torch.where(cand, cand_key, torch.zeros_like(cand_key))
+        keep_order = _lexsort((~cand).long(), cand_key)
+        keep_rank = torch.empty_like(keep_order)
+        keep_rank[keep_order] = pos_in_batch
+        entering = keep_rank < n_new
+        entering_order = torch.sort((~entering).long(), stable=True).indices  # entering, batch order
+
+        # the i-th slot to evict receives the i-th entering sample, for i < n_new
+        take = slot_rank < n_new
+        src = entering_order[slot_rank.clamp(max=b - 1)]
+        shape = (self.size,) + (1,) * (self.x.ndim - 1)
+        self.x.copy_(torch.where(take.view(shape), x[src].to(self.x.dtype), self.x))
+        self.y.copy_(torch.where(take, y[src].to(self.y.dtype), self.y))
+        self.ids.copy_(torch.where(take, ids[src], self.ids))
+        self.scores.copy_(torch.where(take, scores[src], self.scores))
+        self.stamps.copy_(torch.where(take, self.clock + src, self.stamps))
+        self.clock += b
+        if self._fill is not None and self._fill < self.size:  # host sync only while filling
+            self._fill = min(self.size, self._fill + int(n_new))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # x / y are sized on first use: take the checkpoint's shapes before copying into them
+        for name in ("x", "y"):
+            value = state_dict.get(prefix + name)
+            if value is not None:
+                current = getattr(self, name)
+                setattr(self, name, torch.empty(value.shape, dtype=value.dtype, device=current.device))
+        self._fill = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, strategy={self.strategy}"
