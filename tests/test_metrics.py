@@ -130,3 +130,36 @@ def test_bad_input_is_a_clear_error(scores, labels, match):
 def test_tpr_given_in_percent_is_rejected():
     with pytest.raises(ValueError, match="0.95, not 95"):
         fpr_at_tpr([0.1, 0.9], [0, 1], 95)
+
+
+def brute_force_pauc(scores, labels, min_tpr, max_fpr, n=400_001):
+    """Integrate max(TPR - min_tpr, 0) on a fine FPR grid along sklearn's full ROC polyline."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    grid = np.linspace(0, max_fpr, n)
+    # Along vertical runs np.interp is ambiguous, but they have zero width: any value is fine.
+    heights = np.maximum(np.interp(grid, fpr, tpr) - min_tpr, 0)
+    return np.trapezoid(heights, grid) / ((1 - min_tpr) * max_fpr)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("min_tpr, max_fpr", [(0.0, 1.0), (0.9, 1.0), (0.5, 0.3), (0.95, 0.5)])
+def test_partial_auc_brute_force(seed, min_tpr, max_fpr):
+    from hightpr.metrics import partial_auc
+
+    scores, labels = random_case(seed, n=200)
+    got = partial_auc(scores, labels, min_tpr=min_tpr, max_fpr=max_fpr)
+    assert got == pytest.approx(brute_force_pauc(scores, labels, min_tpr, max_fpr), abs=2e-5)
+    if (min_tpr, max_fpr) == (0.0, 1.0):
+        assert got == pytest.approx(roc_auc(scores, labels), abs=1e-12)
+
+
+def test_partial_auc_hand_example():
+    from hightpr.metrics import partial_auc
+
+    # ROC: (0,0) -> (0,1/2) -> (1/2,1/2) -> (1/2,1) -> (1,1). Above TPR 0.9: height 0.1 from
+    # FPR 1/2 to 1, area 0.05, normalised by 0.1: 0.5.
+    scores, labels = [4, 3, 2, 1], [1, 0, 1, 0]
+    assert partial_auc(scores, labels, min_tpr=0.9) == pytest.approx(0.5)
+    assert partial_auc([2, 1], [1, 0], min_tpr=0.9) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="min_tpr"):
+        partial_auc(scores, labels, min_tpr=1.0)

@@ -89,3 +89,31 @@ def binary_report(scores, labels, tprs=(0.90, 0.92, 0.95, 0.98, 1.00), fns=()) -
     for k in fns:
         out[f"fpr@{k}fn"] = fpr_at_fn(s, y, k)
     return out
+
+
+def partial_auc(scores, labels, min_tpr: float = 0.0, max_fpr: float = 1.0) -> float:
+    """Normalised area under the ROC curve inside TPR >= `min_tpr` and FPR <= `max_fpr`.
+
+    The area between the curve and the line TPR = min_tpr for FPR in [0, max_fpr], divided by
+    its maximum (1 - min_tpr) * max_fpr, so a perfect ranking scores 1. min_tpr=0 and
+    max_fpr=1 give the AUC; min_tpr=0.9 measures the high-TPR region this project targets.
+    The curve is exact with ties (a tie block is a straight segment).
+    """
+    if not (0.0 <= min_tpr < 1.0 and 0.0 < max_fpr <= 1.0):
+        raise ValueError(f"need 0 <= min_tpr < 1 and 0 < max_fpr <= 1, got {min_tpr}, {max_fpr}")
+    tp, fp, _ = roc_points(scores, labels)
+    tpr = np.r_[0.0, tp / tp[-1]]
+    fpr = np.r_[0.0, fp / fp[-1]]
+    f0, f1, t0, t1 = fpr[:-1], fpr[1:], tpr[:-1], tpr[1:]
+    keep = (f1 > f0) & (f0 < max_fpr)
+    f0, f1, t0, t1 = f0[keep], f1[keep], t0[keep], t1[keep]
+    b = np.minimum(f1, max_fpr)  # clip each segment at max_fpr, interpolating its TPR there
+    tb = t0 + (t1 - t0) * (b - f0) / (f1 - f0)
+    g0, g1 = t0 - min_tpr, tb - min_tpr  # height above the min_tpr line at both ends
+    width = b - f0
+    both = (g0 >= 0) & (g1 >= 0)
+    cross = (g0 < 0) & (g1 > 0)
+    area = np.where(both, width * (g0 + g1) / 2, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        area = area + np.where(cross, width * g1 / (g1 - g0) * g1 / 2, 0.0)
+    return float(area.sum() / ((1.0 - min_tpr) * max_fpr))
