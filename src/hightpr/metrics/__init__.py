@@ -1,5 +1,11 @@
 """Metrics of the papers (ROC-based; numpy arrays or tensors in, floats out)."""
 
+from hightpr.metrics.multiclass import (
+    MulticlassEvaluator,
+    critical_threshold,
+    error_at_tpr,
+    multiclass_report,
+)
 from hightpr.metrics.roc import (
     binary_report,
     fpr_at_fn,
@@ -9,4 +15,7 @@ from hightpr.metrics.roc import (
     roc_points,
 )
 
-__all__ = ["binary_report", "fpr_at_fn", "fpr_at_tpr", "partial_auc", "roc_auc", "roc_points"]
+__all__ = [
+    "MulticlassEvaluator", "critical_threshold", "error_at_tpr", "multiclass_report",
+    "binary_report", "fpr_at_fn", "fpr_at_tpr", "partial_auc", "roc_auc", "roc_points",
+]
