@@ -1,5 +1,6 @@
 """Metrics of the papers (ROC-based; numpy arrays or tensors in, floats out)."""
 
+from hightpr.metrics.delong import DeLongResult, delong_covariance, delong_test
 from hightpr.metrics.multiclass import (
     MulticlassEvaluator,
     critical_threshold,
@@ -16,6 +17,7 @@ from hightpr.metrics.roc import (
 )
 
 __all__ = [
+    "DeLongResult", "delong_covariance", "delong_test",
     "MulticlassEvaluator", "critical_threshold", "error_at_tpr", "multiclass_report",
     "binary_report", "fpr_at_fn", "fpr_at_tpr", "partial_auc", "roc_auc", "roc_points",
 ]
