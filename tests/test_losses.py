@@ -322,6 +322,17 @@ def test_edge_batches_give_finite_values_and_gradients(name, batch):
         assert torch.isfinite(grad).all(), (name, batch, grad)
 
 
+@pytest.mark.parametrize("name", BINARY + MULTI)
+def test_half_precision_logits_are_scored_in_float32(name):
+    s = torch.tensor(S, dtype=torch.bfloat16)
+    y = torch.tensor(Y, dtype=torch.float32)
+    loss = make(name)
+    logits = s[:, None] if type(loss).num_logits == 1 else torch.stack([torch.zeros_like(s), s], 1)
+    out = loss(logits, y)
+    assert out.dtype == torch.float32
+    assert float(out) == pytest.approx(float(loss(logits.float(), y)), rel=1e-6)
+
+
 def test_documented_values_on_one_class_batches():
     scores, no_pos = EDGE_BATCHES["no positives"]
     assert value(MiniBatchAUC(), scores, no_pos) == 0.0  # no pair in the batch

@@ -33,3 +33,8 @@ class BaseLoss(nn.Module):
 def mean_or_zero(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Mean that is 0 (still in the graph) on an empty batch instead of NaN."""
     return values.mean() if values.numel() else like.sum() * 0.0
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (mixed precision) as float32: the exp/log terms of a loss need the range."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hightpr.errors import HightprError
-from hightpr.losses.base import BaseLoss, mean_or_zero
+from hightpr.losses.base import BaseLoss, full_precision, mean_or_zero
 from hightpr.losses.weights import check_counts, check_range, class_balanced_weights
 from hightpr.models.heads import binary_score
 
@@ -24,7 +24,7 @@ def score_and_labels(logits: torch.Tensor, y: torch.Tensor, loss_name: str) -> t
     if logits.ndim == 2 and logits.shape[1] > 2:
         raise HightprError(f"loss {loss_name} is binary but the head has {logits.shape[1]} logits: "
                            f"use a multi-class loss (loss=ce, fl, cbce or ldam)")
-    return binary_score(logits), y > 0.5
+    return full_precision(binary_score(logits)), y > 0.5
 
 
 def signed_logsigmoid(s: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

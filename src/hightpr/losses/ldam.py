@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from hightpr.errors import HightprError
 from hightpr.losses.base import BaseLoss
-from hightpr.losses.multiclass import class_targets, weighted_mean
+from hightpr.losses.multiclass import logits_and_targets, weighted_mean
 from hightpr.losses.weights import check_counts, check_range, class_balanced_weights, ldam_margins
 
 
@@ -48,7 +48,7 @@ class LDAM(BaseLoss):
         self.reweight = self.drw_epoch is not None and epoch >= self.drw_epoch
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        target = class_targets(logits, y, "ldam")
+        logits, target = logits_and_targets(logits, y, "ldam")
         if logits.shape[1] != len(self.margins):
             raise HightprError(f"loss ldam has {len(self.margins)} class counts but the head has "
                                f"{logits.shape[1]} logits: leave model.num_logits unset (null)")

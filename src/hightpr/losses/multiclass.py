@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from hightpr.errors import HightprError
-from hightpr.losses.base import BaseLoss, mean_or_zero
+from hightpr.losses.base import BaseLoss, full_precision, mean_or_zero
 from hightpr.losses.weights import check_counts, check_range, class_balanced_weights
 
 
-def class_targets(logits: torch.Tensor, y: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Labels as class indices; a clear error when the head does not have one logit per class."""
+def logits_and_targets(logits: torch.Tensor, y: torch.Tensor, loss_name: str) -> tuple[torch.Tensor, ...]:
+    """(logits in at least float32, labels as class indices); a clear error on a wrong head."""
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise HightprError(f"loss {loss_name} needs one logit per class, got logits of shape "
                            f"{tuple(logits.shape)}: leave model.num_logits unset (null)")
-    return y.long()
+    return full_precision(logits), y.long()
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ class CE(BaseLoss):
     num_logits: ClassVar[int | None] = None
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        target = class_targets(logits, y, "ce")
+        logits, target = logits_and_targets(logits, y, "ce")
         return mean_or_zero(F.cross_entropy(logits, target, reduction="none"), logits)
 
 
@@ -54,7 +54,7 @@ class FocalCE(BaseLoss):
         self.gamma = check_range("gamma", gamma, low=0.0)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        target = class_targets(logits, y, "fl")
+        logits, target = logits_and_targets(logits, y, "fl")
         log_p = F.log_softmax(logits, dim=1)
         is_true = F.one_hot(target, logits.shape[1]).bool()
         log_p_true = log_p.gather(1, target[:, None])[:, 0]
@@ -78,7 +78,7 @@ class ClassBalancedCE(BaseLoss):
         self.register_buffer("class_weight", class_balanced_weights(counts, self.beta), persistent=False)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        target = class_targets(logits, y, "cbce")
+        logits, target = logits_and_targets(logits, y, "cbce")
         if logits.shape[1] != len(self.class_weight):
             raise HightprError(f"loss cbce has {len(self.class_weight)} class counts but the head has "
                                f"{logits.shape[1]} logits: leave model.num_logits unset (null)")
