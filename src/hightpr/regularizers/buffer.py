@@ -28,12 +28,6 @@ from torch import nn
 STRATEGIES = ("dequeue_max", "fifo", "dequeue_min")
 
 
-def _lexsort(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
-    """Indices sorting by `primary`, then `secondary`, then position (all ascending, stable)."""
-    order = torch.sort(secondary, stable=True).indices
-    return order[torch.sort(primary[order], stable=True).indices]
-
-
 class PositiveBuffer(nn.Module):
     """Up to `size` positive samples; state in registered buffers (on the device, checkpointed)."""
 
@@ -106,34 +100,31 @@ class PositiveBuffer(nn.Module):
 
         # eviction order of the slots: empty slots first (in slot order), then by strategy
         occupied = self.ids >= 0
-        if self.strategy == "dequeue_max":
-            slot_key = -self.scores
-        elif self.strategy == "dequeue_min":
-            slot_key = self.scores
+        if self.strategy == "fifo":
+            slot_key = torch.where(occupied, self.stamps, -1)  # stamps are >= 0
         else:
-            slot_key = self.stamps
-        slot_key = torch.where(occupied, slot_key, torch.zeros_like(slot_key))
-        slot_order = _lexsort(occupied.long(), slot_key)
-        slot_rank = torch.empty_like(slot_order)
-        slot_rank[slot_order] = torch.arange(self.size, device=dev)
+            key = torch.nan_to_num(-self.scores if self.strategy == "dequeue_max" else self.scores)
+            slot_key = torch.where(occupied, key, float("-inf"))
+        slot_rank = torch.empty_like(self.ids)
+        slot_rank[torch.sort(slot_key, stable=True).indices] = torch.arange(self.size, device=dev)
 
         # keep order of the batch: candidates first; among them, what the strategy evicts last
-        if self.strategy == "dequeue_max":
-            cand_key = scores
-        elif self.strategy == "dequeue_min":
-            cand_key = -scores
+        if self.strategy == "fifo":
+            cand_key = torch.where(cand, -pos_in_batch, b)
         else:
-            cand_key = -pos_in_batch
-        cand_key = torch.where(cand, cand_key, torch.zeros_like(cand_key))
-        keep_order = _lexsort((~cand).long(), cand_key)
-        keep_rank = torch.empty_like(keep_order)
-        keep_rank[keep_order] = pos_in_batch
+            key = torch.nan_to_num(scores if self.strategy == "dequeue_max" else -scores)
+            cand_key = torch.where(cand, key, float("inf"))
+        keep_rank = torch.empty_like(pos_in_batch)
+        keep_rank[torch.sort(cand_key, stable=True).indices] = pos_in_batch
         entering = keep_rank < n_new
-        entering_order = torch.sort((~entering).long(), stable=True).indices  # entering, batch order
+        # entering_at[i] = the i-th entering sample in batch order (the others go past b: unique
+        # targets keep the scatter deterministic)
+        entering_at = torch.zeros(2 * b, dtype=torch.long, device=dev)
+        entering_at[torch.where(entering, entering.cumsum(0) - 1, b + pos_in_batch)] = pos_in_batch
 
         # the i-th slot to evict receives the i-th entering sample, for i < n_new
         take = slot_rank < n_new
-        src = entering_order[slot_rank.clamp(max=b - 1)]
+        src = entering_at[slot_rank.clamp(max=b)].clamp(max=b - 1)
         shape = (self.size,) + (1,) * (self.x.ndim - 1)
         self.x.copy_(torch.where(take.view(shape), x[src].to(self.x.dtype), self.x))
         self.y.copy_(torch.where(take, y[src].to(self.y.dtype), self.y))

@@ -103,8 +103,8 @@ class RankReg(Regularizer):
         if self.multiclass and len(crit) == 0:
             raise ValueError("reg.critical_classes is empty: give class indices, or null for binary")
         self.register_buffer("critical", crit, persistent=False)
-        for name in ("loss_sum", "steps", "rank_sum", "n_pos", "worst_sum", "n_worst"):
-            self.register_buffer(f"_{name}", torch.zeros(()), persistent=False)
+        # epoch sums [l_reg, steps, ranks of positives, positives, lowest ranks, lists with positives]
+        self.register_buffer("_sums", torch.zeros(6), persistent=False)
 
     # -- lists and positives -----------------------------------------------------------------
     def _is_critical(self, y: torch.Tensor) -> torch.Tensor:
@@ -156,13 +156,10 @@ class RankReg(Regularizer):
         self, loss: torch.Tensor, r: torch.Tensor, positive: torch.Tensor, present: torch.Tensor
     ) -> None:
         r = r if self.normalize else r / max(r.shape[-1], 1)
-        pos = positive.to(r.dtype)
-        self._loss_sum += loss
-        self._steps += 1
-        self._rank_sum += (r * pos).sum()
-        self._n_pos += pos.sum()
-        self._worst_sum += (r * pos).amax(-1).sum() if r.numel() else 0.0
-        self._n_worst += present.sum()
+        rp = r * positive.to(r.dtype)  # ranks of positives, 0 elsewhere
+        worst = rp.amax(-1).sum() if r.numel() else rp.sum()
+        one = torch.ones((), device=r.device)
+        self._sums += torch.stack([loss, one, rp.sum(), positive.sum(), worst, present.sum()]).to(self._sums)
 
     @torch.no_grad()
     def after_step(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, scores: torch.Tensor) -> None:
@@ -178,8 +175,7 @@ class RankReg(Regularizer):
         self.buffer.push(batch["x"][:n], y, batch["id"][:n], response[:n], self._is_critical(y))
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        for name in ("loss_sum", "steps", "rank_sum", "n_pos", "worst_sum", "n_worst"):
-            getattr(self, f"_{name}").zero_()
+        self._sums.zero_()
 
     def epoch_log(self) -> dict[str, torch.Tensor]:
         """Epoch means: l_reg, normalised rank of positives, lowest positive's rank; buffer fill."""
@@ -188,11 +184,12 @@ class RankReg(Regularizer):
             return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
         fill = 0 if self.buffer is None else self.buffer.fill
+        loss, steps, rank_sum, n_pos, worst_sum, n_worst = self._sums
         return {
-            "loss": mean(self._loss_sum, self._steps).float(),
-            "pos_rank_mean": mean(self._rank_sum, self._n_pos).float(),
-            "pos_rank_worst": mean(self._worst_sum, self._n_worst).float(),
-            "buffer_fill": torch.tensor(float(fill), device=self._steps.device),
+            "loss": mean(loss, steps),
+            "pos_rank_mean": mean(rank_sum, n_pos),
+            "pos_rank_worst": mean(worst_sum, n_worst),
+            "buffer_fill": torch.tensor(float(fill), device=self._sums.device),
         }
 
     def extra_repr(self) -> str:
