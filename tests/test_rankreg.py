@@ -342,8 +342,11 @@ def test_config_builds_the_regulariser(overrides, strategy, size, in_base):
         assert cfg.trainer.batch_size == 32 and cfg.model.num_logits == 2
 
 
-def test_training_run_logs_the_rankreg_quantities(train):
-    r = train("reg=rankreg", "buffer=dequeue_max")
+@pytest.mark.parametrize(
+    "overrides", [("reg=rankreg", "buffer=dequeue_max"), ("+experiment=rankreg", "buffer=fifo")]
+)
+def test_training_run_logs_the_rankreg_quantities(train, overrides):
+    r = train(*overrides)
     assert r.returncode == 0, r.stderr[-3000:]
     log = pd.read_csv(r.run_dir / "csv" / "metrics.csv")
     keys = ["reg/loss", "reg/buffer_fill", "reg/pos_rank_mean", "reg/pos_rank_worst"]
