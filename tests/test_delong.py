@@ -91,3 +91,75 @@ def test_bad_input():
         delong_test([0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3], [0, 0, 1, 1])
     with pytest.raises(ValueError, match="at least 2 positives"):
         delong_test([0.1, 0.2, 0.3], [0.3, 0.2, 0.1], [0, 0, 1])
+
+
+# -- bootstrap intervals -------------------------------------------------------------------------
+def test_bootstrap_auc_spread_matches_delong_standard_error():
+    """Both estimate the AUC's sampling variability: the bootstrap SE is close to DeLong's."""
+    from hightpr.metrics.bootstrap import bootstrap_ci
+
+    a, _, labels = correlated_case(1, n=600)
+    _, cov = delong_covariance([a], labels)
+    ci = bootstrap_ci(a, labels, n=2000, seed=3, level=0.6827)  # +-1 SE for a normal statistic
+    half_width = (ci["auc"]["hi"] - ci["auc"]["lo"]) / 2
+    assert half_width == pytest.approx(math.sqrt(cov[0, 0]), rel=0.15)
+    assert ci["auc"]["value"] == pytest.approx(roc_auc_score(labels, a))
+    assert ci["auc"]["lo"] < ci["auc"]["value"] < ci["auc"]["hi"]
+    assert ci["fpr@95tpr"]["lo"] <= ci["fpr@95tpr"]["value"] <= ci["fpr@95tpr"]["hi"]
+
+
+def test_paired_bootstrap_of_identical_models_is_zero_and_separable_is_exact():
+    from hightpr.metrics.bootstrap import bootstrap_ci, paired_bootstrap
+
+    a, _, labels = correlated_case(2)
+    res = paired_bootstrap(a, a.copy(), labels, n=50)
+    assert all(r["diff"] == r["diff_lo"] == r["diff_hi"] == 0.0 for r in res.values())
+    perfect = labels + 0.1 * np.arange(len(labels)) / len(labels)  # positives always above
+    ci = bootstrap_ci(perfect, labels, n=50)
+    assert ci["auc"] == {"value": 1.0, "lo": 1.0, "hi": 1.0} and ci["fpr@98tpr"]["hi"] == 0.0
+    with pytest.raises(ValueError, match=">= 1"):
+        bootstrap_ci(a, labels, n=0)
+
+
+# -- hightpr-compare --------------------------------------------------------------------------------
+def _save_run(run_dir, scores, labels, ids):
+    from hightpr.runs import save_logits
+
+    run_dir.mkdir(parents=True)
+    save_logits(run_dir, "test", {"scores": np.asarray(scores), "labels": np.asarray(labels),
+                                  "ids": np.asarray(ids), "logits": np.asarray(scores)[:, None]})
+    return run_dir
+
+
+def test_compare_cli_aligns_by_id_and_prints_delong(tmp_path, capsys):
+    import json
+
+    from hightpr.cli.compare import main as compare_main
+
+    a, b, labels = correlated_case(4)
+    ids = np.arange(len(labels)) + 50
+    order = np.random.default_rng(0).permutation(len(labels))  # run B saved in another row order
+    run_a = _save_run(tmp_path / "a", a, labels, ids)
+    run_b = _save_run(tmp_path / "b", b[order], labels[order], ids[order])
+    assert compare_main([str(run_a), str(run_b), "--json", "--bootstrap", "20"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    auc_a, auc_b, cov, z, p = reference_delong(a, b, labels)
+    assert (res["auc_a"], res["auc_b"], res["z"], res["p"]) == pytest.approx((auc_a, auc_b, z, p))
+    assert res["se_diff"] == pytest.approx(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]))
+    assert set(res["bootstrap"]["metrics"]) == {"auc", "fpr@90tpr", "fpr@95tpr", "fpr@98tpr"}
+    assert compare_main([str(run_a), str(run_b / "logits_test.npz")]) == 0
+    assert "DeLong, two-sided" in capsys.readouterr().out
+
+
+def test_compare_cli_needs_the_same_test_set(tmp_path, capsys):
+    from hightpr.cli.compare import main as compare_main
+
+    a, b, labels = correlated_case(5)
+    ids = np.arange(len(labels))
+    run_a = _save_run(tmp_path / "a", a, labels, ids)
+    run_b = _save_run(tmp_path / "b", b, labels, ids + 1)
+    assert compare_main([str(run_a), str(run_b)]) == 2
+    err = capsys.readouterr().err
+    assert "different samples" in err and "Traceback" not in err
+    assert compare_main([str(run_a), str(tmp_path / "nothing")]) == 2
+    assert "not found" in capsys.readouterr().err

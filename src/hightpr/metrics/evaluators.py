@@ -10,9 +10,11 @@ from typing import Protocol
 
 import numpy as np
 
+from hightpr.metrics.operating_point import OPERATING_TPRS, operating_points
 from hightpr.metrics.roc import binary_report
 
 EVAL_TPRS = (0.90, 0.92, 0.95, 0.98, 1.00)
+EVAL_FNS = (0, 1, 2, 5)  # FPR at k false negatives (ALM Tables 3, 15: MRI-style small test sets)
 
 
 class Evaluator(Protocol):
@@ -26,12 +28,13 @@ class Evaluator(Protocol):
 
 
 class BinaryEvaluator:
-    """AUC and FPR at the papers' TPRs (and optionally at k false negatives) on the binary score."""
+    """AUC and FPR at the papers' TPRs and at k false negatives on the binary score."""
 
     monitor = "auc"
 
-    def __init__(self, tprs: tuple[float, ...] = EVAL_TPRS, fns: tuple[int, ...] = ()) -> None:
-        self.tprs, self.fns = tuple(tprs), tuple(fns)
+    def __init__(self, tprs: tuple[float, ...] = EVAL_TPRS, fns: tuple[int, ...] = EVAL_FNS,
+                 operating_tprs: tuple[float, ...] = OPERATING_TPRS) -> None:
+        self.tprs, self.fns, self.operating_tprs = tuple(tprs), tuple(fns), tuple(operating_tprs)
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
         logits = np.asarray(logits)
@@ -43,3 +46,8 @@ class BinaryEvaluator:
 
     def __call__(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return binary_report(self.scores(logits), labels, self.tprs, self.fns)
+
+    def operating_points(self, val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
+        """Threshold reaching each target TPR on validation, and the TPR/FPR it gives on test."""
+        return operating_points(val["scores"], val["labels"], test["scores"], test["labels"],
+                                self.operating_tprs)

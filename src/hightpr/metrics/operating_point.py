@@ -1,0 +1,55 @@
+"""The deployed operating point: a threshold chosen on validation, judged on test.
+
+The papers report the oracle FPR@TPR (the threshold is picked on the test set itself). A user
+deploying the model has to fix the threshold beforehand: here it is the highest threshold that
+reaches the target TPR on the *validation* set, and we report the TPR and FPR it actually gives
+on test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from hightpr.metrics.roc import _as_numpy
+
+OPERATING_TPRS = (0.90, 0.95, 0.98)
+
+
+def threshold_at_tpr(scores, labels, tpr: float) -> float:
+    """Highest threshold t with TPR >= `tpr` when predicting positive for score >= t.
+
+    That is the k-th largest positive score, k = ceil(tpr * P); it is also the threshold of
+    `fpr_at_tpr` (the highest threshold reaching k true positives has the fewest false positives).
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr} (write 0.95, not 95)")
+    s, y = _as_numpy(scores, labels)
+    pos = np.sort(s[y])[::-1]
+    k = math.ceil(round(tpr * pos.size, 9))
+    return float(pos[k - 1])
+
+
+def rates_at_threshold(scores, labels, threshold: float) -> tuple[float, float]:
+    """(TPR, FPR) when predicting positive for score >= `threshold`."""
+    s, y = _as_numpy(scores, labels)
+    pred = s >= threshold
+    return float(pred[y].mean()), float(pred[~y].mean())
+
+
+def operating_point(val_scores, val_labels, test_scores, test_labels, tpr: float) -> dict[str, float]:
+    """Threshold at TPR `tpr` on validation and the rates it gives on validation and test."""
+    t = threshold_at_tpr(val_scores, val_labels, tpr)
+    val_tpr, val_fpr = rates_at_threshold(val_scores, val_labels, t)
+    test_tpr, test_fpr = rates_at_threshold(test_scores, test_labels, t)
+    return {"target_tpr": float(tpr), "threshold": t, "val_tpr": val_tpr, "val_fpr": val_fpr,
+            "test_tpr": test_tpr, "test_fpr": test_fpr}
+
+
+def operating_points(val_scores, val_labels, test_scores, test_labels,
+                     tprs: Sequence[float] = OPERATING_TPRS) -> dict[str, dict[str, float]]:
+    """`operating_point` at each target, keyed like the report (`"95tpr"`)."""
+    return {f"{round(t * 100):d}tpr": operating_point(val_scores, val_labels, test_scores, test_labels, t)
+            for t in tprs}
