@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -20,8 +22,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hightpr.cli.ensemble import ensemble_requested, train_members
 from hightpr.errors import HightprError
-from hightpr.metrics.evaluators import BinaryEvaluator
+from hightpr.metrics.evaluators import BinaryEvaluator, Evaluator
+from hightpr.metrics.multiclass import MulticlassEvaluator
+from hightpr.models import binary_score, critical_score
 from hightpr.module import HighTPRModule
 from hightpr.runs import append_run, flatten, save_logits, save_metrics
 
@@ -110,14 +115,38 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, HighTPRMo
     model = _instantiate(cfg.model, num_logits=num_logits, normed_head=loss_cls.normed_head)
     init_weights(model, cfg.get("init_from"))
     reg = _instantiate(cfg.reg, num_sample_ids=datamodule.num_sample_ids)
+    score_fn, evaluator = task_scoring(datamodule, num_logits)
+    scheduler = cfg.get("scheduler")
+    scheduler = _instantiate(scheduler) if scheduler and scheduler.get("_target_") else None
     module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=_instantiate(cfg.optimizer),
-                           evaluator=BinaryEvaluator())
+                           scheduler=scheduler, score_fn=score_fn, evaluator=evaluator)
     return datamodule, module
+
+
+def task_scoring(datamodule: pl.LightningDataModule, num_logits: int
+                 ) -> tuple[Callable, Evaluator]:
+    """The ranked score and the evaluator of the data's task (the module itself never branches).
+
+    Binary: the positive logit (z1 - z0 for 2 logits) and ROC metrics, best epoch on AUC.
+    Multi-class (the data names `critical_classes`): the first critical class's logit and
+    ALM's multi-class report, best epoch on accuracy (ALM selects multi-class models so).
+    """
+    critical = getattr(datamodule, "critical_classes", None)
+    if not critical:
+        return binary_score, BinaryEvaluator()
+    n_classes = len(datamodule.class_counts)
+    if num_logits != n_classes:
+        raise HightprError(f"the dataset has {n_classes} classes but the model {num_logits} logits: use a "
+                           "multi-class loss (loss=ce, fl, cbce or ldam) and leave model.num_logits unset")
+    return partial(critical_score, critical_class=int(critical[0])), MulticlassEvaluator(critical)
 
 
 def runs_row(cfg: DictConfig, run_dir: Path, reports: dict[str, dict]) -> dict[str, object]:
     """One tidy row: config choices, every hyper-parameter, seed, every val/test metric."""
     row = {"run_dir": str(run_dir), "name": cfg.name, "seed": cfg.seed, **_choices()}
+    member = (cfg.get("ensemble") or {}).get("member")
+    row.update({"kind": "single"} if member is None else
+               {"kind": "member", "ensemble_key": cfg.ensemble.get("key"), "member": member})
     for group in ("dataset", "model", "loss", "reg", "optimizer"):
         row.update(flatten(group, OmegaConf.to_container(cfg[group], resolve=True), skip=("root",)))
     for stage, report in reports.items():
@@ -151,8 +180,13 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         "epochs_trained": trainer.current_epoch, "best_checkpoint": best,
         "data": datamodule.summary(),
     }
+    operating_points = getattr(module.evaluator, "operating_points", None)  # threshold on val, rates on test
+    if operating_points is not None:
+        metrics["operating_point"] = operating_points(module.outputs["val"], module.outputs["test"])
     save_metrics(run_dir, metrics)
-    append_run(Path(cfg.paths.runs_csv), runs_row(cfg, run_dir, module.reports))
+    row = runs_row(cfg, run_dir, module.reports)
+    row.update(flatten("op", metrics.get("operating_point", {})))
+    append_run(Path(cfg.paths.runs_csv), row)
     log.info("test %s", {k: round(v, 4) for k, v in module.reports["test"].items()})
     log.info("outputs in %s", run_dir)
     return metrics
@@ -168,6 +202,8 @@ def _quiet_libraries() -> None:
 def main(cfg: DictConfig) -> dict | None:
     _quiet_libraries()
     try:
+        if ensemble_requested(cfg):  # ensemble.members=N / ensemble.member=M: members in their own dirs
+            return train_members(cfg, run, _choices())
         return run(cfg)
     except HightprError as err:
         log.error("%s", err)

@@ -1,0 +1,210 @@
+"""Ensembles of the papers: members, logit averaging, member-vs-ensemble report.
+
+A reported number is a 10-member ensemble (ALM §5.2, RankReg §4.3): member m trains with its own
+seed (its own training-data draw and initialisation), the members' test logits are averaged in
+logit space, and the members' own mean ± std is reported beside the ensemble (ALM Tables 10-11).
+
+On disk an ensemble is a folder `<output_root>/<name>/ensembles/<key>/` holding `member_XX/`
+run dirs (each a normal run: metrics.json, logits_*.npz, ...) and, once aggregated, its own
+`metrics.json` and `logits_test.npz`. The key names the configuration (everything but the seed),
+so re-running the same command finds the members that already finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from hightpr.errors import HightprError
+from hightpr.metrics.evaluators import BinaryEvaluator, Evaluator
+from hightpr.runs import flatten, load_logits, save_logits, save_metrics
+
+MEMBER_PREFIX = "member_"
+# Config parts that do not change what a member learns: they stay out of the ensemble key.
+KEY_IGNORED_TOP = ("seed", "name", "paths", "ensemble", "logger", "hydra")
+KEY_IGNORED = {
+    "dataset": ("seed", "root", "eval_batch_size"),
+    "trainer": ("progress_bar", "num_threads", "log_every_n_steps", "model_summary", "accelerator",
+                "devices", "eval_batch_size", "deterministic"),
+}
+KEY_CHOICES = ("dataset", "loss", "reg")
+
+
+# -- layout --------------------------------------------------------------------------------------
+def member_dir(ensemble_dir: Path, member: int) -> Path:
+    return Path(ensemble_dir) / f"{MEMBER_PREFIX}{member:02d}"
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run finished when its metrics.json exists (written after both logits files)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "metrics.json").is_file() and (run_dir / "logits_test.npz").is_file()
+
+
+def finished_members(ensemble_dir: Path) -> dict[int, Path]:
+    """{member index: run dir} of the finished members, in index order."""
+    found = {}
+    for path in Path(ensemble_dir).glob(f"{MEMBER_PREFIX}*"):
+        match = re.fullmatch(rf"{MEMBER_PREFIX}(\d+)", path.name)
+        if match and path.is_dir() and is_finished(path):
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def key_content(cfg: DictConfig) -> dict:
+    """The resolved config minus seed, paths, logging and the ensemble settings."""
+    content = {}
+    for key in cfg:
+        if key in KEY_IGNORED_TOP:
+            continue
+        node = cfg[key]
+        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(key, ())}
+        content[key] = value
+    return content
+
+
+def ensemble_key(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> str:
+    """Readable, stable folder name: `<dataset>-<loss>-<reg>-<digest of the config>`.
+
+    Two configurations get the same key only if they differ in nothing but the ignored parts
+    (seed, paths, logging, cosmetics of the trainer), so a finished member is found again.
+    """
+    digest = hashlib.sha1(json.dumps(key_content(cfg), sort_keys=True, default=str).encode()).hexdigest()
+    choices = choices or {}
+    parts = [str(choices[g]).replace("/", "_") for g in KEY_CHOICES if choices.get(g)]
+    return "-".join([*parts, digest[:8]]) if parts else f"ens-{digest[:8]}"
+
+
+# -- logit averaging -----------------------------------------------------------------------------
+def _sorted_by_id(out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ids = np.asarray(out["ids"]).astype(np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise HightprError("a logits file holds the same sample id twice; re-run that member")
+    order = np.argsort(ids, kind="stable")
+    logits = np.asarray(out["logits"], dtype=np.float64)
+    logits = logits.reshape(len(ids), -1)
+    return {"ids": ids[order], "labels": np.asarray(out["labels"])[order], "logits": logits[order]}
+
+
+def average_logits(outputs: Sequence[Mapping[str, np.ndarray]],
+                   names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Mean of the members' raw logits [N, K], aligned by sample id (the same ids required).
+
+    For binary heads this equals averaging the score (z1 - z0 is linear in the logits).
+    Returns ids (sorted), labels and the mean logits.
+    """
+    if not outputs:
+        raise HightprError("no member outputs to average")
+    names = list(names) if names is not None else [f"member {i + 1}" for i in range(len(outputs))]
+    parts = [_sorted_by_id(o) for o in outputs]
+    ref = parts[0]
+    for name, part in zip(names[1:], parts[1:], strict=True):
+        if part["ids"].shape != ref["ids"].shape or not np.array_equal(part["ids"], ref["ids"]):
+            raise HightprError(f"{name} was evaluated on other samples than {names[0]} (different ids); "
+                               "members of one ensemble must share the test set")
+        if part["logits"].shape[1] != ref["logits"].shape[1]:
+            raise HightprError(f"{name} has {part['logits'].shape[1]} logits per sample, {names[0]} "
+                               f"{ref['logits'].shape[1]}: members must share the model head")
+        if not np.array_equal(part["labels"], ref["labels"]):
+            raise HightprError(f"{name} and {names[0]} disagree on the labels of the same sample ids")
+    mean = np.mean([p["logits"] for p in parts], axis=0)
+    return {"ids": ref["ids"], "labels": ref["labels"], "logits": mean}
+
+
+def member_summary(reports: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], dict]:
+    """(mean, std) over the members of every numeric report key; std is the sample std (ddof 1),
+    None with a single member. Counts (n_pos, n_neg) are left out."""
+    keys = [k for k in reports[0] if not k.startswith("n_") and all(k in r for r in reports)]
+    mean = {k: float(np.mean([r[k] for r in reports])) for k in keys}
+    std = {k: (float(np.std([r[k] for r in reports], ddof=1)) if len(reports) > 1 else None) for k in keys}
+    return mean, std
+
+
+def default_evaluator(num_logits: int) -> Evaluator:
+    if num_logits <= 2:
+        return BinaryEvaluator()
+    raise HightprError(f"the members have {num_logits} logits (multi-class): pass the critical classes, "
+                       "e.g. hightpr-ensemble DIR --critical 9")
+
+
+def _with_scores(avg: dict[str, np.ndarray], evaluator: Evaluator) -> dict[str, np.ndarray]:
+    logits = avg["logits"].astype(np.float32)
+    return {"scores": evaluator.scores(logits), "labels": avg["labels"], "ids": avg["ids"], "logits": logits}
+
+
+def _seed_of(run_dir: Path) -> int | None:
+    path = Path(run_dir) / "config_resolved.yaml"
+    return OmegaConf.load(path).get("seed") if path.is_file() else None
+
+
+def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
+    """Average the finished members' logits; write and return the ensemble's metrics.
+
+    Writes `metrics.json` and `logits_test.npz` (and `logits_val.npz` when the members share
+    their validation set, which also gives the validation-chosen operating point).
+    """
+    ensemble_dir = Path(ensemble_dir)
+    members = finished_members(ensemble_dir)
+    if not members:
+        raise HightprError(f"{ensemble_dir}: no finished member (member_XX/metrics.json); train members "
+                           "with `python train.py ensemble.member=N ...` or `ensemble.members=10`")
+    names = [p.name for p in members.values()]
+    member_metrics = [json.loads((p / "metrics.json").read_text()) for p in members.values()]
+    test = average_logits([load_logits(p / "logits_test.npz") for p in members.values()], names)
+    evaluator = evaluator or default_evaluator(test["logits"].shape[1])
+    outputs = {"test": _with_scores(test, evaluator)}
+    val_files = [p / "logits_val.npz" for p in members.values()]
+    if all(f.is_file() for f in val_files):
+        vals = [load_logits(f) for f in val_files]
+        if all(np.array_equal(np.sort(v["ids"]), np.sort(vals[0]["ids"])) for v in vals):
+            outputs["val"] = _with_scores(average_logits(vals, names), evaluator)
+
+    metrics: dict = {"kind": "ensemble", "members": []}
+    for stage, out in outputs.items():
+        save_logits(ensemble_dir, stage, out)
+        metrics[stage] = evaluator(out["logits"], out["labels"])
+    stale = ensemble_dir / "logits_val.npz"
+    if "val" not in outputs and stale.is_file():
+        stale.unlink()
+    ops = getattr(evaluator, "operating_points", None)
+    if ops is not None and "val" in outputs:
+        metrics["operating_point"] = ops(outputs["val"], outputs["test"])
+    for (m, path), mm in zip(members.items(), member_metrics, strict=True):
+        metrics["members"].append({"member": m, "run_dir": str(path), "seed": _seed_of(path),
+                                   **{f"test_{k}": v for k, v in mm.get("test", {}).items()}})
+    mean, std = {}, {}
+    for stage in ("val", "test"):
+        reports = [mm[stage] for mm in member_metrics if stage in mm]
+        if len(reports) == len(member_metrics):
+            m_mean, m_std = member_summary(reports)
+            mean.update({f"{stage}_{k}": v for k, v in m_mean.items()})
+            std.update({f"{stage}_{k}": v for k, v in m_std.items()})
+    metrics["member_mean"], metrics["member_std"] = mean, std
+    metrics["num_members"] = len(members)
+    save_metrics(ensemble_dir, metrics)
+    return metrics
+
+
+def ensemble_row(ensemble_dir: Path, metrics: Mapping, member_row: Mapping[str, object] | None) -> dict:
+    """The ensemble's runs.csv row: a member's config columns, the ensemble's metrics, and the
+    members' mean and std (`member_mean_test_auc`, `member_std_test_auc`, ...)."""
+    drop = ("run_dir", "seed", "member", "finished_at", "kind", "epochs_trained")
+    row = {k: v for k, v in (member_row or {}).items()
+           if k not in drop and not re.match(r"(val|test)_|op\.|member_(mean|std)_", str(k))}
+    row.update({"run_dir": str(ensemble_dir), "kind": "ensemble", "ensemble_key": Path(ensemble_dir).name,
+                "members": metrics["num_members"]})
+    for stage in ("val", "test"):
+        row.update({f"{stage}_{k}": v for k, v in metrics.get(stage, {}).items()})
+    row.update(flatten("op", metrics.get("operating_point", {})))
+    row.update({f"member_mean_{k}": v for k, v in metrics["member_mean"].items()})
+    row.update({f"member_std_{k}": v for k, v in metrics["member_std"].items()})
+    return row
+
