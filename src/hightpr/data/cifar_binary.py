@@ -1,49 +1,53 @@
-"""Binary imbalanced CIFAR (ALM / RankReg protocol) as a LightningDataModule."""
+"""CIFAR protocols held in memory: a shared base DataModule and the binary imbalanced protocol."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from hightpr.data.augment import random_crop_flip, to_float
 from hightpr.data.cifar_files import load_cifar
-from hightpr.data.splits import binary_split
+from hightpr.data.splits import BinarySplit, binary_split, class_tuple, flip_labels
 from hightpr.data.tensors import IndexedTensors, batch_loader
 
 
-class BinaryCIFARDataModule(pl.LightningDataModule):
-    """Negative class vs positive class at a 1:`ratio` imbalance; labels are 0/1 floats.
+class CIFARDataModule(pl.LightningDataModule):
+    """Decoded uint8 CIFAR images in memory; a batch is one index operation (DESIGN 'Speed').
 
-    Sample ids are stable across seeds and runs: the index in the source train split for
-    train/val samples, `len(train split) + index` for test samples.
+    A protocol subclass says which source images form train/val/test (`make_split`) and what
+    their labels are (`targets`); everything else is shared: loaders, augmentation on the
+    batch's device, `label_noise` on the training labels, stable sample ids (the index in the
+    source train split for train/val samples, `len(train split) + index` for test samples).
     """
+
+    num_classes: int = 2
 
     def __init__(
         self,
         root: str | Path,
         which: str = "cifar10",
-        negative_class: int = 0,
-        positive_class: int = 1,
-        ratio: float = 100,
         seed: int = 1,
-        val_per_class: int = 100,
-        negative_fraction: float = 0.9,
-        split_seed: int = 0,
         batch_size: int = 64,
         eval_batch_size: int = 1000,
         augment: bool = True,
+        label_noise: float = 0.0,
     ) -> None:
         super().__init__()
-        self.root = str(root)
-        self.which = which
-        self.split_args = dict(
-            negative_class=negative_class, positive_class=positive_class, ratio=ratio,
-            seed=seed, val_per_class=val_per_class, negative_fraction=negative_fraction,
-            split_seed=split_seed,
-        )
+        self.root, self.which, self.seed = str(root), which, int(seed)
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
+        self.label_noise = float(label_noise)
         self.splits: dict[str, IndexedTensors] = {}
+
+    # -- protocol hooks --------------------------------------------------------------------
+    def make_split(self, train_labels: torch.Tensor, test_labels: torch.Tensor) -> BinarySplit:
+        raise NotImplementedError
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """Source labels -> the task's labels (identity: multi-class int64)."""
+        return labels
 
     # -- data ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -51,33 +55,17 @@ class BinaryCIFARDataModule(pl.LightningDataModule):
             return
         x_tr, y_tr = load_cifar(self.root, True, self.which)
         x_te, y_te = load_cifar(self.root, False, self.which)
-        split = binary_split(y_tr, y_te, **self.split_args)
-        pos = self.split_args["positive_class"]
+        split = self.make_split(y_tr, y_te)
         for name, (x, y, idx, offset) in {
             "train": (x_tr, y_tr, split.train, 0),
             "val": (x_tr, y_tr, split.val, 0),
             "test": (x_te, y_te, split.test, len(y_tr)),
         }.items():
-            self.splits[name] = IndexedTensors(
-                x[idx].contiguous(), (y[idx] == pos).float(), idx + offset
-            )
+            target = self.targets(y[idx])
+            if name == "train" and self.label_noise > 0:
+                target = flip_labels(target, self.label_noise, self.seed, self.num_classes)
+            self.splits[name] = IndexedTensors(x[idx].contiguous(), target, idx + offset)
         self.num_sample_ids = len(y_tr) + len(y_te)
-
-    @property
-    def class_counts(self) -> list[int]:
-        """Training samples per class [negatives, positives] (handed to imbalance-aware losses)."""
-        self.setup()
-        y = self.splits["train"].y
-        n_pos = int(y.sum())
-        return [len(y) - n_pos, n_pos]
-
-    def summary(self) -> dict[str, int]:
-        self.setup()
-        out = {}
-        for name, ds in self.splits.items():
-            n_pos = int(ds.y.sum())
-            out[f"{name}_pos"], out[f"{name}_neg"] = n_pos, len(ds) - n_pos
-        return out
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self):
@@ -98,3 +86,57 @@ class BinaryCIFARDataModule(pl.LightningDataModule):
         if self.augment and self.trainer is not None and self.trainer.training:
             x = random_crop_flip(x)
         return {**batch, "x": to_float(x)}
+
+
+class BinaryCIFARDataModule(CIFARDataModule):
+    """Negative class(es) vs positive class(es) at a 1:`ratio` imbalance; labels are 0/1 floats.
+
+    Binary CIFAR-10 (one class each side) and binary CIFAR-100 (a group of fine classes as
+    negatives): see `binary_split`. `label_noise` flips that fraction of the training labels.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        which: str = "cifar10",
+        negative_class: int | Sequence[int] = 0,
+        positive_class: int | Sequence[int] = 1,
+        ratio: float = 100,
+        seed: int = 1,
+        val_per_class: int = 100,
+        negative_fraction: float = 0.9,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        augment: bool = True,
+        label_noise: float = 0.0,
+    ) -> None:
+        super().__init__(root, which, seed, batch_size, eval_batch_size, augment, label_noise)
+        self.positives = class_tuple(positive_class, "dataset.positive_class")
+        self.split_args = dict(
+            negative_class=negative_class, positive_class=positive_class, ratio=ratio,
+            seed=seed, val_per_class=val_per_class, negative_fraction=negative_fraction,
+            split_seed=split_seed,
+        )
+
+    def make_split(self, train_labels: torch.Tensor, test_labels: torch.Tensor) -> BinarySplit:
+        return binary_split(train_labels, test_labels, **self.split_args)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        return torch.isin(labels, torch.tensor(self.positives)).float()
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training samples per class [negatives, positives] (handed to imbalance-aware losses)."""
+        self.setup()
+        y = self.splits["train"].y
+        n_pos = int(y.sum())
+        return [len(y) - n_pos, n_pos]
+
+    def summary(self) -> dict[str, int]:
+        self.setup()
+        out = {}
+        for name, ds in self.splits.items():
+            n_pos = int(ds.y.sum())
+            out[f"{name}_pos"], out[f"{name}_neg"] = n_pos, len(ds) - n_pos
+        return out

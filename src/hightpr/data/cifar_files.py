@@ -23,6 +23,8 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
 CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR100_DIR = "cifar-100-python"
+CIFAR100_FILES = ("train", "test", "meta")
 MANIFEST = "hightpr_manifest.json"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 
@@ -93,6 +95,73 @@ def write_cifar10(
     return folder
 
 
+def write_manifest(folder: Path, names: tuple[str, ...], source: str, counts: dict[str, int]) -> None:
+    """Record the files' checksums beside them (what `verify_*` checks later)."""
+    manifest = {"source": source, "counts": counts, "md5": {n: md5(folder / n) for n in names}}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def write_cifar100(
+    out_dir: Path,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    source: str,
+    fine_names: tuple[str, ...],
+    coarse_names: tuple[str, ...],
+    fine_to_coarse: tuple[int, ...],
+) -> Path:
+    """Write images [N,32,32,3] uint8 + fine labels [N] as torchvision's CIFAR-100 pickles.
+
+    The exact layout of `cifar-100-python/{train,test,meta}` (keys `data`, `fine_labels`,
+    `coarse_labels`, `filenames`, `batch_label`; meta `fine_label_names`, `coarse_label_names`).
+    """
+    folder = Path(out_dir) / CIFAR100_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    coarse_of = np.asarray(fine_to_coarse, dtype=np.int64)
+    for name, (x, y) in (("train", train), ("test", test)):
+        entry = {
+            "filenames": [f"{i:05d}.png" for i in range(len(x))],
+            "batch_label": f"{name} batch 1 of 1",
+            "fine_labels": [int(v) for v in y],
+            "coarse_labels": [int(v) for v in coarse_of[np.asarray(y, dtype=np.int64)]],
+            "data": np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), -1),
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f, protocol=4)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": list(fine_names), "coarse_label_names": list(coarse_names)}, f)
+    write_manifest(folder, CIFAR100_FILES, source, {"train": int(len(train[0])), "test": int(len(test[0]))})
+    return folder
+
+
+def verify_cifar100(root: Path, expect_per_class: tuple[int, int] | None = (500, 100)) -> str:
+    """Check presence, shapes, the 100 fine labels and (with a manifest) checksums. Returns a summary."""
+    folder = Path(root) / CIFAR100_DIR
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        for name, digest in json.loads(manifest_path.read_text())["md5"].items():
+            if not (folder / name).is_file() or md5(folder / name) != digest:
+                raise DataMissingError(f"{folder / name} is missing or corrupt; re-run "
+                                       "`python -m hightpr.data.prepare cifar100 --force ...`")
+    summary = []
+    for train in (True, False):
+        x, y = load_cifar(str(root), train=train, which="cifar100")
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32) or x.dtype != torch.uint8:
+            raise DataMissingError(f"unexpected CIFAR-100 image array {tuple(x.shape)} in {folder}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) > 99):
+            raise DataMissingError(f"CIFAR-100 fine labels outside 0..99 in {folder}")
+        counts = torch.bincount(y, minlength=100)
+        if expect_per_class is not None:
+            want = expect_per_class[0 if train else 1]
+            if not bool((counts == want).all()):
+                raise DataMissingError(
+                    f"CIFAR-100 {'train' if train else 'test'} split has per-class counts from "
+                    f"{int(counts.min())} to {int(counts.max())}, expected {want} each"
+                )
+        summary.append(f"{'train' if train else 'test'} {len(y)}")
+    return ", ".join(summary)
+
+
 def verify_cifar10(root: Path, expect_per_class: tuple[int, int] | None = (5000, 1000)) -> str:
     """Check presence, shapes, labels and (when a manifest exists) checksums. Returns a summary."""
     folder = Path(root) / CIFAR10_DIR
@@ -126,9 +195,10 @@ def verify_cifar10(root: Path, expect_per_class: tuple[int, int] | None = (5000,
 
 def missing_message(root: Path, which: str) -> str:
     name = which.lower()
+    source = {"cifar100": " --download (or --from cifar-100-python.tar.gz)"}.get(name, "")
     return (
         f"{name.upper()} not found under {root} (looked for torchvision's layout). "
-        f"Prepare it with `python -m hightpr.data.prepare {name} --data-dir {root}` "
+        f"Prepare it with `python -m hightpr.data.prepare {name}{source} --data-dir {root}` "
         "(or set HIGHTPR_DATA_DIR / paths.data_dir to where it is)."
     )
 

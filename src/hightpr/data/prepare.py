@@ -3,6 +3,9 @@
     python -m hightpr.data.prepare cifar10 --from cifar10-jpg.tar.gz   # offline JPEG archive
     python -m hightpr.data.prepare cifar10 --download                   # torchvision, online
     python -m hightpr.data.prepare tiny                                 # synthetic smoke-test set
+    python -m hightpr.data.prepare cifar100 --download                  # torchvision, online
+    python -m hightpr.data.prepare cifar100 --from cifar-100-python.tar.gz   # or its folder
+    python -m hightpr.data.prepare tiny-cifar100                        # synthetic CIFAR-100 format
 
 The data dir defaults to $HIGHTPR_DATA_DIR, else ./data. Every target is verified after writing
 and is idempotent: an already prepared, intact target is left alone (use --force to rebuild).
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -23,13 +27,20 @@ from PIL import Image
 from hightpr.data.cifar_files import (
     CIFAR10_CLASSES,
     CIFAR10_DIR,
+    CIFAR100_DIR,
+    CIFAR100_FILES,
     MANIFEST,
+    load_cifar,
     verify_cifar10,
+    verify_cifar100,
     write_cifar10,
+    write_cifar100,
+    write_manifest,
 )
 from hightpr.errors import HightprError
 
 TINY_DIR = "tiny-cifar10"
+TINY_CIFAR100_DIR = "tiny-cifar100"
 
 
 def default_data_dir() -> Path:
@@ -101,27 +112,114 @@ def make_tiny_cifar10(
     Not real images: it exists so the full training path can be smoke-tested in seconds.
     """
     rng = np.random.default_rng(seed)
-
-    def split(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
-        y = np.repeat(np.arange(10), n_per_class)
-        base = rng.normal(110, 60, size=(len(y), 32, 32, 3))
-        hue = np.stack([np.sin(y * 0.7), np.cos(y * 1.3), np.sin(y * 2.1 + 1)], axis=1)
-        base += 12 * hue[:, None, None, :]
-        stripes = np.sin(np.arange(32) * (0.2 + 0.15 * y[:, None]))  # [N,32] class frequency
-        base += 6 * stripes[:, :, None, None]
-        x = np.clip(base, 0, 255).astype(np.uint8)
-        perm = rng.permutation(len(y))
-        return x[perm], y[perm]
-
     root = data_dir / TINY_DIR
-    write_cifar10(root, split(train_per_class), split(test_per_class), source="synthetic-tiny")
+    write_cifar10(root, synthetic_split(rng, train_per_class, 10),
+                  synthetic_split(rng, test_per_class, 10), source="synthetic-tiny")
     return root
 
+
+def synthetic_split(rng: np.random.Generator, n_per_class: int, num_classes: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """`n_per_class` noisy 32x32 images per class, the class coded by a colour and a stripe frequency."""
+    y = np.repeat(np.arange(num_classes), n_per_class)
+    base = rng.normal(110, 60, size=(len(y), 32, 32, 3))
+    hue = np.stack([np.sin(y * 0.7), np.cos(y * 1.3), np.sin(y * 2.1 + 1)], axis=1)
+    base += 12 * hue[:, None, None, :]
+    stripes = np.sin(np.arange(32) * (0.2 + 0.15 * y[:, None]))  # [N,32] class frequency
+    base += 6 * stripes[:, :, None, None]
+    x = np.clip(base, 0, 255).astype(np.uint8)
+    perm = rng.permutation(len(y))
+    return x[perm], y[perm]
+
+
+def make_tiny_cifar100(
+    data_dir: Path, train_per_class: int = 30, test_per_class: int = 10, seed: int = 0
+) -> Path:
+    """A small synthetic CIFAR-100 written in torchvision's exact `cifar-100-python` format.
+
+    Not real images (CIFAR-100 is not available offline): it lets the CIFAR-100 protocols be
+    tested, and users smoke-test an install, without the real data. Fine classes are named
+    `fine_00`..`fine_99`; coarse class = fine // 5 (synthetic, not CIFAR-100's map).
+    """
+    rng = np.random.default_rng(seed)
+    root = data_dir / TINY_CIFAR100_DIR
+    write_cifar100(
+        root, synthetic_split(rng, train_per_class, 100), synthetic_split(rng, test_per_class, 100),
+        source="synthetic-tiny", fine_names=tuple(f"fine_{i:02d}" for i in range(100)),
+        coarse_names=tuple(f"coarse_{i:02d}" for i in range(20)),
+        fine_to_coarse=tuple(i // 5 for i in range(100)),
+    )
+    return root
+
+
+def _copy_cifar100(source: Path, data_dir: Path) -> None:
+    """torchvision's `cifar-100-python` from its tar(.gz) or a folder (the folder itself or its parent)."""
+    target = data_dir / CIFAR100_DIR
+    if source.is_dir():
+        folder = source if (source / "train").is_file() else source / CIFAR100_DIR
+        missing = [n for n in CIFAR100_FILES if not (folder / n).is_file()]
+        if missing:
+            raise HightprError(f"{source} is not torchvision's CIFAR-100 folder (no {folder / missing[0]}); "
+                               "pass cifar-100-python.tar.gz or the folder that holds train, test, meta")
+        target.mkdir(parents=True, exist_ok=True)
+        for name in CIFAR100_FILES:
+            shutil.copyfile(folder / name, target / name)
+        return
+    if not source.is_file():
+        raise HightprError(f"{source} not found; pass cifar-100-python.tar.gz or its folder with --from")
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            members = {Path(m.name).name: m for m in tar
+                       if m.isfile() and Path(m.name).name in CIFAR100_FILES
+                       and Path(m.name).parent.name == CIFAR100_DIR}
+            missing = [n for n in CIFAR100_FILES if n not in members]
+            if missing:
+                raise HightprError(f"{source} holds no {CIFAR100_DIR}/{missing[0]}: not torchvision's "
+                                   "CIFAR-100 archive (cifar-100-python.tar.gz)")
+            target.mkdir(parents=True, exist_ok=True)
+            for name, member in members.items():
+                with tar.extractfile(member) as src, open(target / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise HightprError(f"cannot read archive {source}: {err}") from err
+
+
+def prepare_cifar100(
+    data_dir: Path,
+    source: Path | None,
+    download: bool,
+    force: bool,
+    expect_per_class: tuple[int, int] | None = (500, 100),
+) -> str:
+    """Write torchvision's `cifar-100-python` under `data_dir`; return a summary line."""
+    target = data_dir / CIFAR100_DIR
+    if target.is_dir() and not force:
+        try:
+            return f"already prepared: {target} ({verify_cifar100(data_dir, expect_per_class)})"
+        except HightprError:
+            pass  # incomplete or corrupt: rebuild below
+    if download:
+        from torchvision.datasets import CIFAR100
+
+        CIFAR100(root=str(data_dir), train=True, download=True)
+        CIFAR100(root=str(data_dir), train=False, download=True)
+    elif source is not None:
+        _copy_cifar100(source, data_dir)
+    else:
+        raise HightprError("no CIFAR-100 source (the images are not in the offline data): pass "
+                           "--download, or --from cifar-100-python.tar.gz / its folder")
+    (target / MANIFEST).unlink(missing_ok=True)
+    load_cifar.cache_clear()
+    summary = verify_cifar100(data_dir, expect_per_class)
+    counts = {split: len(load_cifar(str(data_dir), split == "train", "cifar100")[1])
+              for split in ("train", "test")}
+    write_manifest(target, CIFAR100_FILES, "download" if download else f"torchvision:{source}", counts)
+    return f"prepared {target} ({summary})"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hightpr.data.prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["cifar10", "tiny"])
+    parser.add_argument("dataset", choices=["cifar10", "tiny", "cifar100", "tiny-cifar100"])
     parser.add_argument("--from", dest="source", type=Path, help="local source archive")
     parser.add_argument("--download", action="store_true", help="download with torchvision")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -132,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dataset == "cifar10":
             print(prepare_cifar10(data_dir, args.source, args.download, args.force))
+        elif args.dataset == "cifar100":
+            print(prepare_cifar100(data_dir, args.source, args.download, args.force))
+        elif args.dataset == "tiny-cifar100":
+            root = make_tiny_cifar100(data_dir)
+            print(f"prepared {root / CIFAR100_DIR} (synthetic, {MANIFEST} written)")
         else:
             root = make_tiny_cifar10(data_dir)
             print(f"prepared {root / CIFAR10_DIR} (synthetic, {MANIFEST} written)")
