@@ -34,14 +34,19 @@ def fake_member(run_dir: Path, seed: int, num_logits: int = 2, val_ids_offset: i
     metrics = {}
     for stage, n, first_id in (("val", N_VAL, 10 + val_ids_offset), ("test", N_TEST, 1000)):
         ids = np.arange(first_id, first_id + n)
-        labels = (ids % 3 == 0).astype(np.float32)
-        signal = labels[:, None] * np.arange(num_logits)
+        if num_logits <= 2:
+            labels = (ids % 3 == 0).astype(np.float32)
+            signal = labels[:, None] * np.arange(num_logits)
+        else:
+            labels = ids % num_logits
+            signal = 2.0 * np.eye(num_logits)[labels]
         logits = (rng.normal(size=(n, num_logits)) + signal).astype(np.float32)
         order = rng.permutation(n)
         scores = logits[:, 0] if num_logits == 1 else logits[:, 1] - logits[:, 0]
         out = {"scores": scores[order], "labels": labels[order], "ids": ids[order], "logits": logits[order]}
         save_logits(run_dir, stage, out)
-        metrics[stage] = binary_report(out["scores"], out["labels"])
+        metrics[stage] = (binary_report(out["scores"], out["labels"]) if num_logits <= 2 else
+                          {"accuracy": float((out["logits"].argmax(1) == out["labels"]).mean())})
     (run_dir / "config_resolved.yaml").write_text(f"seed: {seed}\n")
     save_metrics(run_dir, metrics)
     return metrics
@@ -102,6 +107,20 @@ def test_single_member_has_no_std(tmp_path):
     fake_member(member_dir(tmp_path, 1), seed=1)
     metrics = aggregate(tmp_path)
     assert metrics["member_std"]["test_auc"] is None
+
+
+def test_multiclass_members_use_the_critical_classes_of_their_config(tmp_path):
+    edir = tmp_path / "ens"
+    for m in (1, 2):
+        fake_member(member_dir(edir, m), seed=m, num_logits=4)
+    with pytest.raises(HightprError, match="--critical"):
+        aggregate(edir)
+    for m in (1, 2):
+        (member_dir(edir, m) / "config_resolved.yaml").write_text("dataset:\n  critical_classes: [3]\n")
+    metrics = aggregate(edir)
+    ids, labels, mean = mean_by_id([member_dir(edir, m) / "logits_test.npz" for m in (1, 2)])
+    assert metrics["test"]["accuracy"] == pytest.approx((mean.argmax(1) == labels).mean())
+    assert {"error@80tpr", "error@90tpr", "acc_critical"} <= set(metrics["test"])
 
 
 def test_members_must_share_the_test_ids():

@@ -128,11 +128,22 @@ def member_summary(reports: Sequence[Mapping[str, float]]) -> tuple[dict[str, fl
     return mean, std
 
 
-def default_evaluator(num_logits: int) -> Evaluator:
+def default_evaluator(num_logits: int, run_dir: Path | None = None) -> Evaluator:
+    """Binary for 1-2 logits; multi-class with the critical classes of a member's config
+    (`dataset.critical_classes`; null means the last class, as the long-tailed data does)."""
     if num_logits <= 2:
         return BinaryEvaluator()
-    raise HightprError(f"the members have {num_logits} logits (multi-class): pass the critical classes, "
-                       "e.g. hightpr-ensemble DIR --critical 9")
+    path = Path(run_dir) / "config_resolved.yaml" if run_dir is not None else None
+    dataset = (OmegaConf.load(path).get("dataset") or {}) if path is not None and path.is_file() else {}
+    if "critical_classes" in dataset:
+        from hightpr.metrics.multiclass import MulticlassEvaluator
+
+        critical = dataset["critical_classes"]
+        critical = [num_logits - 1] if critical is None else OmegaConf.to_object(critical) \
+            if OmegaConf.is_config(critical) else critical
+        return MulticlassEvaluator(critical)
+    raise HightprError(f"the members have {num_logits} logits (multi-class) and their config names no "
+                       "dataset.critical_classes: pass them, e.g. hightpr-ensemble DIR --critical 9")
 
 
 def _with_scores(avg: dict[str, np.ndarray], evaluator: Evaluator) -> dict[str, np.ndarray]:
@@ -159,7 +170,7 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     names = [p.name for p in members.values()]
     member_metrics = [json.loads((p / "metrics.json").read_text()) for p in members.values()]
     test = average_logits([load_logits(p / "logits_test.npz") for p in members.values()], names)
-    evaluator = evaluator or default_evaluator(test["logits"].shape[1])
+    evaluator = evaluator or default_evaluator(test["logits"].shape[1], next(iter(members.values())))
     outputs = {"test": _with_scores(test, evaluator)}
     val_files = [p / "logits_val.npz" for p in members.values()]
     if all(f.is_file() for f in val_files):
