@@ -32,3 +32,29 @@ def to_float(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     m = torch.as_tensor(mean, device=x.device, dtype=torch.float32)[None, :, None, None]
     s = torch.as_tensor(std, device=x.device, dtype=torch.float32)[None, :, None, None]
     return (x.float() / 255.0 - m) / s
+
+
+# -- any number of spatial dims (3D volumes) and other normalisations ------------------------------
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def random_flips(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Flip each sample of [B, C, ...] independently along each of `dims`, each with prob. 1/2.
+
+    3D volumes: `dims=(-3, -2, -1)`; dermoscopy (no preferred orientation): `(-2, -1)`.
+    """
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    for d in dims:
+        mask = (torch.rand(x.shape[0], device=x.device) < 0.5).view(shape)
+        x = torch.where(mask, x.flip(d), x)
+    return x
+
+
+def normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], scale: float = 255.0):
+    """[B, C, ...] (uint8 or float) -> float32 (x / scale - mean[c]) / std[c], for any spatial rank."""
+    shape = (1, len(mean)) + (1,) * (x.ndim - 2)
+    m = torch.as_tensor(mean, device=x.device, dtype=torch.float32).view(shape)
+    s = torch.as_tensor(std, device=x.device, dtype=torch.float32).view(shape)
+    return (x.float() / scale - m) / s

@@ -6,6 +6,9 @@
     python -m hightpr.data.prepare cifar100 --download                  # torchvision, online
     python -m hightpr.data.prepare cifar100 --from cifar-100-python.tar.gz   # or its folder
     python -m hightpr.data.prepare tiny-cifar100                        # synthetic CIFAR-100 format
+    python -m hightpr.data.prepare melanoma --from ../shared/data/melanoma     # train.csv + image tar
+    python -m hightpr.data.prepare adrenal3d --from ../shared/data/medmnist3d  # AdrenalMNIST3D npz
+    python -m hightpr.data.prepare synthetic-mri [--ratio 2|8]          # SYNTHETIC MRI-style volumes
 
 The data dir defaults to $HIGHTPR_DATA_DIR, else ./data. Every target is verified after writing
 and is idempotent: an already prepared, intact target is left alone (use --force to rebuild).
@@ -216,15 +219,20 @@ def prepare_cifar100(
     write_manifest(target, CIFAR100_FILES, "download" if download else f"torchvision:{source}", counts)
     return f"prepared {target} ({summary})"
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hightpr.data.prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["cifar10", "tiny", "cifar100", "tiny-cifar100"])
+    parser.add_argument("dataset", choices=["cifar10", "tiny", "cifar100", "tiny-cifar100",
+                                            "melanoma", "adrenal3d", "synthetic-mri"])
     parser.add_argument("--from", dest="source", type=Path, help="local source archive")
     parser.add_argument("--download", action="store_true", help="download with torchvision")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="target data dir (default: $HIGHTPR_DATA_DIR, else ./data)")
     parser.add_argument("--force", action="store_true", help="rebuild even if already prepared")
+    parser.add_argument("--ratio", type=int, choices=[2, 8], default=2,
+                        help="synthetic-mri: 1:ratio positives (ALM-v1: 2 or 8)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic-mri: generator seed")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
     try:
@@ -235,6 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.dataset == "tiny-cifar100":
             root = make_tiny_cifar100(data_dir)
             print(f"prepared {root / CIFAR100_DIR} (synthetic, {MANIFEST} written)")
+        elif args.dataset == "melanoma":
+            from hightpr.data.melanoma import prepare_melanoma
+
+            print(prepare_melanoma(data_dir, args.source, args.force))
+        elif args.dataset == "adrenal3d":
+            from hightpr.data.adrenal3d import prepare_adrenal3d
+
+            print(prepare_adrenal3d(data_dir, args.source, args.force))
+        elif args.dataset == "synthetic-mri":
+            from hightpr.data.synthetic_mri import write_synthetic_mri
+
+            print(write_synthetic_mri(data_dir, ratio=args.ratio, seed=args.seed, force=args.force))
         else:
             root = make_tiny_cifar10(data_dir)
             print(f"prepared {root / CIFAR10_DIR} (synthetic, {MANIFEST} written)")

@@ -95,6 +95,109 @@ def binary_split(
     )
 
 
+# -- stratified (and patient-grouped) splits: Melanoma, MRI-style volumes, small 3D sets ------------
+
+
+def stratified_group_split(
+    labels: torch.Tensor,
+    fractions: tuple[float, ...],
+    seed: int,
+    groups: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Partition `range(len(labels))` into len(fractions) parts, stratified and group-disjoint.
+
+    Stratification and grouping combined: each group (a patient; every sample its own group when
+    `groups` is None) gets a stratum, positive if it holds any positive sample. Within a stratum
+    the groups are shuffled (seeded) and laid end to end by sample count; a group goes to the
+    part whose cumulative target boundary (fractions x the stratum's sample count) its midpoint
+    falls before. So each part holds about its fraction of the positive and of the negative
+    samples (exactly, up to rounding, without groups), and no group is ever split.
+    """
+    labels = torch.as_tensor(labels).reshape(-1)
+    n = len(labels)
+    if abs(sum(fractions) - 1.0) > 1e-6 or any(f < 0 for f in fractions):
+        raise HightprError(f"split fractions must be >= 0 and sum to 1, got {tuple(fractions)}")
+    if groups is None:
+        group_of = torch.arange(n)
+    else:
+        _, group_of = torch.unique(torch.as_tensor(groups).reshape(-1), return_inverse=True)
+        if len(group_of) != n:
+            raise HightprError("groups and labels must have the same length")
+    n_groups = int(group_of.max()) + 1 if n else 0
+    sizes = torch.bincount(group_of, minlength=n_groups)
+    positive = torch.zeros(n_groups, dtype=torch.long).scatter_reduce_(
+        0, group_of, (labels > 0).long(), reduce="amax").bool()
+    part_of_group = torch.empty(n_groups, dtype=torch.long)
+    cum_fractions = torch.tensor(fractions, dtype=torch.float64).cumsum(0)
+    for stratum in (False, True):
+        members = torch.nonzero(positive == stratum).flatten()
+        members = members[_perm(len(members), seed * 2 + int(stratum))]
+        counts = sizes[members].double()
+        midpoints = counts.cumsum(0) - counts / 2
+        bounds = cum_fractions * counts.sum()
+        part = torch.searchsorted(bounds, midpoints, right=True).clamp_max(len(fractions) - 1)
+        part_of_group[members] = part
+    sample_part = part_of_group[group_of]
+    return tuple(torch.nonzero(sample_part == k).flatten() for k in range(len(fractions)))
+
+
+def subsample_positives(
+    labels: torch.Tensor, idx: torch.Tensor, ratio: float | None, seed: int
+) -> torch.Tensor:
+    """Keep every negative of `idx` and a seeded draw of round(n_neg / ratio) of its positives.
+
+    Used to reach a paper's imbalance on a source with more positives (Melanoma 1:170 on the
+    offline 1:10.3 set). `ratio=None` keeps `idx` as it is; never adds positives.
+    """
+    if ratio is None:
+        return idx
+    y = torch.as_tensor(labels)[idx]
+    neg, pos = idx[y == 0], idx[y > 0]
+    n_pos = positives_for_ratio(len(neg), ratio)
+    if n_pos > len(pos):
+        raise HightprError(
+            f"positive_ratio 1:{ratio} needs {n_pos} positives but the split has only {len(pos)} "
+            f"(for {len(neg)} negatives); use a larger ratio"
+        )
+    pos = pos[_perm(len(pos), seed)[:n_pos]]
+    return torch.cat([neg, pos]).sort().values
+
+
+def melanoma_split(
+    labels: torch.Tensor,
+    groups: torch.Tensor | None,
+    split_seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    positive_ratio: float | None = None,
+) -> BinarySplit:
+    """Melanoma (RankReg §4.1): stratified 70/10/20 train/val/test, grouped by patient if known.
+
+    One fixed split (`split_seed`): the paper trains no ensemble on Melanoma. `positive_ratio`
+    then subsamples the positives of every split to 1:ratio, so all three keep the same imbalance.
+    """
+    parts = stratified_group_split(labels, fractions, split_seed, groups)
+    parts = [subsample_positives(labels, p, positive_ratio, split_seed * 1000 + 17 + k)
+             for k, p in enumerate(parts)]
+    return BinarySplit(train=parts[0], val=parts[1], test=parts[2])
+
+
+def member_split(
+    labels: torch.Tensor,
+    seed: int,
+    val_fraction: float = 0.2,
+    groups: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ensemble member's own stratified (1 - val_fraction) / val_fraction train/val split (ALM-v1 §5.2).
+
+    Member `seed` reshuffles the whole pool, so every member trains on a different 80% (DESIGN
+    'Ensembles': MRI-style volumes and small sets). Indices are into `labels`.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise HightprError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    train, val = stratified_group_split(labels, (1.0 - val_fraction, val_fraction), seed, groups)
+    return train, val
+
+
 def _take(pool: torch.Tensor, n: int, what: str, key: str) -> torch.Tensor:
     if n > len(pool):
         raise HightprError(f"{what}: needs {n} images but only {len(pool)} are available ({key})")
