@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -22,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from hightpr.cli.ensemble import ensemble_requested, train_members
 from hightpr.errors import HightprError
-from hightpr.metrics.evaluators import BinaryEvaluator
+from hightpr.metrics.evaluators import BinaryEvaluator, Evaluator
+from hightpr.metrics.multiclass import MulticlassEvaluator
+from hightpr.models import binary_score, critical_score
 from hightpr.module import HighTPRModule
 from hightpr.runs import append_run, flatten, save_logits, save_metrics
 
@@ -111,9 +115,30 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, HighTPRMo
     model = _instantiate(cfg.model, num_logits=num_logits, normed_head=loss_cls.normed_head)
     init_weights(model, cfg.get("init_from"))
     reg = _instantiate(cfg.reg, num_sample_ids=datamodule.num_sample_ids)
+    score_fn, evaluator = task_scoring(datamodule, num_logits)
+    scheduler = cfg.get("scheduler")
+    scheduler = _instantiate(scheduler) if scheduler and scheduler.get("_target_") else None
     module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=_instantiate(cfg.optimizer),
-                           evaluator=BinaryEvaluator())
+                           scheduler=scheduler, score_fn=score_fn, evaluator=evaluator)
     return datamodule, module
+
+
+def task_scoring(datamodule: pl.LightningDataModule, num_logits: int
+                 ) -> tuple[Callable, Evaluator]:
+    """The ranked score and the evaluator of the data's task (the module itself never branches).
+
+    Binary: the positive logit (z1 - z0 for 2 logits) and ROC metrics, best epoch on AUC.
+    Multi-class (the data names `critical_classes`): the first critical class's logit and
+    ALM's multi-class report, best epoch on accuracy (ALM selects multi-class models so).
+    """
+    critical = getattr(datamodule, "critical_classes", None)
+    if not critical:
+        return binary_score, BinaryEvaluator()
+    n_classes = len(datamodule.class_counts)
+    if num_logits != n_classes:
+        raise HightprError(f"the dataset has {n_classes} classes but the model {num_logits} logits: use a "
+                           "multi-class loss (loss=ce, fl, cbce or ldam) and leave model.num_logits unset")
+    return partial(critical_score, critical_class=int(critical[0])), MulticlassEvaluator(critical)
 
 
 def runs_row(cfg: DictConfig, run_dir: Path, reports: dict[str, dict]) -> dict[str, object]:

@@ -34,3 +34,8 @@ def binary_score(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 2:
         return logits[:, 1] - logits[:, 0]
     raise ValueError(f"binary score needs 1 or 2 logits, got {logits.shape[1]}")
+
+
+def critical_score(logits: torch.Tensor, critical_class: int) -> torch.Tensor:
+    """Multi-class score: the critical class's logit (DESIGN.md 'Score'); bind the class with partial."""
+    return logits[:, critical_class]

@@ -1,0 +1,52 @@
+"""Plain 2D CNN of ALM-v1 (§5.2, appendix B) for the small CIFAR-10 protocol.
+
+The paper gives the structure, not the sizes: "a single-path, 2D architecture, whose layers are
+the same as for MRI, substituting 3D with 2D versions", i.e. a cascade of convolution, max
+pooling and ReLU, then the classifier (sigmoid in the loss). Sizes mirror the 3D cascade of
+`hightpr.models.cnn3d` (3x3 kernels, widths width * 2^i, global pooling), so the two paths of the
+paper stay one design.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hightpr.models.heads import make_head
+
+POOLS = {"max": nn.AdaptiveMaxPool2d, "avg": nn.AdaptiveAvgPool2d}
+
+
+class ConvNet2d(nn.Module):
+    """`depth` stages of Conv2d(3x3) - ReLU - MaxPool2d(2), widths width * 2^i; global pool; head."""
+
+    def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 3, global_pool: str = "max",
+                 num_logits: int = 1, normed_head: bool = False) -> None:
+        super().__init__()
+        if global_pool not in POOLS:
+            raise ValueError(f"model.global_pool must be one of {sorted(POOLS)}, got {global_pool!r}")
+        if depth < 1 or width < 1:
+            raise ValueError(f"model.depth and model.width must be >= 1, got {depth} and {width}")
+        layers, c = [], in_channels
+        for i in range(depth):
+            out = width * 2**i
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2, ceil_mode=True)]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.pool = POOLS[global_pool](1)
+        self.num_features = c
+        self.head = make_head(c, num_logits, normed_head)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def convnet(width: int = 16, depth: int = 3, global_pool: str = "max", num_logits: int = 1,
+            normed_head: bool = False, in_channels: int = 3) -> ConvNet2d:
+    """The plain cascade CNN of ALM-v1 appendix B (CIFAR-10 path)."""
+    return ConvNet2d(in_channels, width, depth, global_pool, num_logits, normed_head)
