@@ -124,6 +124,36 @@ def _find_archive(source: Path) -> Path | None:
     return archives[0] if archives else None
 
 
+def _unpack(source: Path, wanted: set[str], out: Path) -> str:
+    """Copy the `wanted` images of `source` (tar archive or image folder) to `out`; return the origin."""
+    archive = _find_archive(source)
+    if archive is not None:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:
+                    stem = Path(member.name).stem
+                    if member.isfile() and member.name.lower().endswith(".jpg") and stem in wanted:
+                        (out / f"{stem}.jpg").write_bytes(tar.extractfile(member).read())
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise HightprError(f"cannot read archive {archive}: {err}") from err
+        origin = archive.name
+    else:
+        try:
+            folder = image_dir(source)
+        except DataMissingError as err:
+            raise HightprError(f"no image archive ({', '.join(ARCHIVE_SUFFIXES)}) nor image folder "
+                               f"({', '.join(IMAGE_DIRS)}) in {source}") from err
+        for name in wanted:
+            if (folder / f"{name}.jpg").is_file():
+                shutil.copyfile(folder / f"{name}.jpg", out / f"{name}.jpg")
+        origin = str(folder)
+    lacking = sorted(wanted - {p.stem for p in out.glob("*.jpg")})
+    if lacking:
+        raise HightprError(f"{len(lacking)} of the {len(wanted)} images named in train.csv are not in "
+                           f"{origin} (e.g. {lacking[0]}.jpg)")
+    return origin
+
+
 def prepare_melanoma(data_dir: Path, source: Path | None, force: bool = False) -> str:
     """`<data_dir>/melanoma` from DIR holding `train.csv` and an image archive (tar) or folder.
 
@@ -143,38 +173,16 @@ def prepare_melanoma(data_dir: Path, source: Path | None, force: bool = False) -
         raise HightprError(f"{source / 'train.csv'} not found; "
                            "pass --from the folder with train.csv and the images")
     table = read_table(source / "train.csv")
-    wanted = set(table["image_name"])
     tmp = target.with_name(MELANOMA_DIR + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
-    archive = _find_archive(source)
-    if archive is not None:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                for member in tar:
-                    stem = Path(member.name).stem
-                    if member.isfile() and member.name.lower().endswith(".jpg") and stem in wanted:
-                        (tmp / "images" / f"{stem}.jpg").write_bytes(tar.extractfile(member).read())
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise HightprError(f"cannot read archive {archive}: {err}") from err
-        origin = archive.name
-    else:
-        try:
-            folder = image_dir(source)
-        except DataMissingError as err:
-            raise HightprError(f"no image archive ({', '.join(ARCHIVE_SUFFIXES)}) nor image folder "
-                               f"({', '.join(IMAGE_DIRS)}) in {source}") from err
-        for name in wanted:
-            if (folder / f"{name}.jpg").is_file():
-                shutil.copyfile(folder / f"{name}.jpg", tmp / "images" / f"{name}.jpg")
-        origin = str(folder)
-    present = {p.stem for p in (tmp / "images").glob("*.jpg")}
-    if present != wanted:
-        lacking = sorted(wanted - present)
-        raise HightprError(f"{len(lacking)} of the {len(wanted)} images named in train.csv are not in "
-                           f"{origin} (e.g. {lacking[0]}.jpg)")
-    shutil.copyfile(source / "train.csv", tmp / "train.csv")
-    summary = verify_melanoma(tmp, decode=True)  # before the manifest: every image must decode
+    try:
+        origin = _unpack(source, set(table["image_name"]), tmp / "images")
+        shutil.copyfile(source / "train.csv", tmp / "train.csv")
+        summary = verify_melanoma(tmp, decode=True)  # before the manifest: every image must decode
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written folder behind
+        raise
     manifest = {"source": origin, "csv_md5": md5(tmp / "train.csv"), "count": len(table),
                 "positives": int(table["target"].sum()),
                 "sizes": {n: (tmp / "images" / f"{n}.jpg").stat().st_size for n in table["image_name"]}}

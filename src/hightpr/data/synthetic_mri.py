@@ -49,7 +49,8 @@ def _subject(rng: np.random.Generator, positive: bool, t2_shape, dwi_shape) -> d
     radii = rng.uniform(0.55, 0.75, 3)
     centre = rng.uniform(-0.1, 0.1, 3)
     waves = rng.normal(0, 1, (3, 3))  # low-frequency intensity variation of the gland
-    lesion = (centre + rng.uniform(-0.5, 0.5, 3) * radii, rng.uniform(0.12, 0.22)) if positive else None
+    lesion = (centre + rng.uniform(-0.5, 0.5, 3) * radii, rng.uniform(0.12, 0.22))  # drawn for both
+    lesion = lesion if positive else None  # classes: a negative is its positive twin minus the lesion
     decoy = None
     if rng.random() < 0.5:
         decoy = (centre + rng.uniform(-0.5, 0.5, 3) * radii, rng.uniform(0.12, 0.22), rng.random() < 0.5)
