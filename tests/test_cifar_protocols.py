@@ -25,7 +25,7 @@ from hightpr.errors import DataMissingError, HightprError
 from hightpr.models import convnet
 from hightpr.runs import load_logits
 from hightpr.schedulers import warmup_multistep
-from tests.conftest import run_train
+from tests.conftest import real_cifar10_dir, run_train
 
 # Source-split-shaped labels, classes interleaved: CIFAR-10 5000/1000 and CIFAR-100 500/100 per class.
 C10_TRAIN, C10_TEST = torch.arange(50_000) % 10, torch.arange(10_000) % 10
@@ -340,3 +340,42 @@ def test_binary_loss_on_a_multiclass_dataset_is_one_clear_message(data_dir, tmp_
     r = run_train(data_dir, tmp_path, *FAST, "dataset=tiny_cifar10_lt", "loss=bce", fast=False)
     assert r.returncode == 2
     assert "use a multi-class loss" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- the real prepared CIFAR-10 (skipped unless $HIGHTPR_DATA_DIR holds it) ------------------------
+REAL = real_cifar10_dir()
+needs_real = pytest.mark.skipif(REAL is None, reason="prepared CIFAR-10 not in $HIGHTPR_DATA_DIR")
+
+
+@needs_real
+def test_real_small_and_long_tailed_counts():
+    small_dm = SmallCIFARDataModule(root=REAL, ratio=9)
+    assert small_dm.summary() == {"train_pos": 33, "train_neg": 300, "val_pos": 11, "val_neg": 100,
+                                  "test_pos": 111, "test_neg": 1000}
+    lt = LongTailCIFARDataModule(root=REAL, imbalance=100, critical_classes=[9])
+    assert lt.class_counts == profile(4900, 10, 100)
+    assert lt.summary() == {"train_max_class": 4900, "train_min_class": 49, "train_n": 12156,
+                            "train_critical": 49, "val_n": 1000, "val_critical": 100,
+                            "test_n": 10000, "test_critical": 1000}
+
+
+@needs_real
+@pytest.mark.slow
+def test_real_small_protocol_with_the_plain_cnn_learns(tmp_path):
+    r = run_train(REAL, tmp_path, "dataset=cifar10_small", "model=convnet", "trainer=cpu_quick",
+                  "trainer.max_epochs=15", "trainer.patience=15", "model.width=16",
+                  "trainer.progress_bar=false", fast=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.metrics["test"]["auc"] > 0.65  # 0.77 after 15 epochs on 2 CPU cores
+    assert (r.metrics["test"]["n_pos"], r.metrics["test"]["n_neg"]) == (111, 1000)
+
+
+@needs_real
+@pytest.mark.slow
+def test_real_long_tailed_recipe_runs(tmp_path):
+    r = run_train(REAL, tmp_path, "dataset=cifar10_lt", "+experiment=long_tailed", "loss=ce",
+                  "trainer=cpu_quick", "trainer.max_epochs=1", "model.width=16",
+                  "+trainer.extra.limit_train_batches=20", "trainer.progress_bar=false", fast=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.metrics["data"]["train_n"] == 12156 and r.metrics["data"]["test_critical"] == 1000
+    assert 0.0 <= r.metrics["test"]["error@90tpr"] <= 1.0
