@@ -346,9 +346,11 @@ def test_melanoma_datamodule(melanoma_data):
     again.setup()
     assert cache.stat().st_mtime_ns == stamp  # the cache is reused, not rebuilt
     assert torch.equal(again.splits["val"].ids, s["val"].ids)
-    resized = MelanomaDataModule(root, image_size=24, decode_workers=0, positive_ratio=6)
+    resized = MelanomaDataModule(root, image_size=24, decode_workers=2, positive_ratio=6,
+                                 cache_dir=str(base / "elsewhere"))  # a process pool builds it
     resized.setup()
     assert resized.splits["train"].x.shape[1:] == (3, 24, 24)
+    assert (base / "elsewhere" / "images_24.u8").is_file() and not (root / "cache" / "images_24.u8").exists()
     for d in resized.splits.values():
         assert int(d.y.sum()) == round(int((d.y == 0).sum()) / 6)
 

@@ -208,9 +208,13 @@ def image_cache(root: Path, names: Sequence[str], size: int, cache_dir: Path | N
     n_bytes = len(names) * 3 * size * size
     fresh = raw.is_file() and meta.is_file() and raw.stat().st_size == n_bytes
     if not (fresh and json.loads(meta.read_text()) == key):
-        cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = raw.with_name(f"{raw.name}.{os.getpid()}.tmp")
-        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(names), 3, size, size))
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(names), 3, size, size))
+        except OSError as err:
+            raise HightprError(f"cannot write the Melanoma image cache in {cache_dir} ({err}); "
+                               "set dataset.cache_dir to a writable folder") from err
         jobs = [(str(folder / f"{n}.jpg"), size) for n in names]
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         try:
