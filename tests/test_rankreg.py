@@ -361,3 +361,13 @@ def test_training_run_logs_the_rankreg_quantities(train, overrides):
     assert ids.shape == (32,) and state["reg.buffer.x"].shape == (32, 3, 32, 32)
     held = ids[ids >= 0]
     assert len(held) == len(set(held.tolist())) == 12 and bool((y[: len(held)] == 1).all())
+
+
+def test_multiclass_training_run_on_long_tailed_data(train):
+    r = train("dataset=tiny_cifar10_lt", "loss=ce", "reg=rankreg")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = pd.read_csv(r.run_dir / "csv" / "metrics.csv").dropna(subset=["reg/loss", "reg/buffer_fill"])
+    assert len(rows) == 2 and ((rows["reg/loss"] > 0) & (rows["reg/loss"] <= 1)).all()
+    state = torch.load(r.metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    n = int(rows["reg/buffer_fill"].iloc[-1])
+    assert n > 0 and bool((state["reg.buffer.y"][:n] == 9).all())  # the critical class only
