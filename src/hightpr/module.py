@@ -76,7 +76,8 @@ class HighTPRModule(pl.LightningModule):
         parts = self._gather.pop(stage, [])
         if not parts:
             return {}
-        logits, labels, ids = (torch.cat(t).float().cpu().numpy() for t in zip(*parts, strict=True))
+        logits, labels, ids = (torch.cat(t).cpu() for t in zip(*parts, strict=True))
+        logits, labels, ids = logits.float().numpy(), labels.numpy(), ids.numpy()
         self.outputs[stage] = {"scores": self.evaluator.scores(logits), "labels": labels,
                                "ids": ids.astype(np.int64), "logits": logits}
         report = self.evaluator(logits, labels)

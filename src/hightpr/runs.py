@@ -48,6 +48,8 @@ def flatten(prefix: str, cfg: Mapping, skip: tuple[str, ...] = ()) -> dict[str, 
             out.update(flatten(f"{prefix}.{key}", value, skip))
         elif isinstance(value, str | int | float | bool) or value is None:
             out[f"{prefix}.{key}"] = value
+        elif isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+            out[f"{prefix}.{key}"] = ",".join(str(v) for v in value)  # e.g. class groups "72,4,95"
     return out
 
 
