@@ -7,6 +7,7 @@ checkpoint and writes metrics.json, logits_{val,test}.npz and a row of the exper
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -109,8 +110,11 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, HighTPRMo
     """DataModule and LightningModule of one run; the loss decides the head, data the counts."""
     datamodule = _instantiate(cfg.dataset)
     datamodule.setup("fit")
+    datamodule.batch_sampler = _instantiate(cfg.sampler)
     loss_cls = get_class(cfg.loss._target_)
-    loss = _instantiate(cfg.loss, class_counts=datamodule.class_counts)
+    check_loss_requirements(cfg, loss_cls)
+    context = {"class_counts": datamodule.class_counts, "num_sample_ids": datamodule.num_sample_ids}
+    loss = _instantiate(cfg.loss, **_accepted(loss_cls, context))
     num_logits = cfg.model.get("num_logits") or loss_cls.num_logits or len(datamodule.class_counts)
     model = _instantiate(cfg.model, num_logits=num_logits, normed_head=loss_cls.normed_head)
     init_weights(model, cfg.get("init_from"))
@@ -121,6 +125,25 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, HighTPRMo
     module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=_instantiate(cfg.optimizer),
                            scheduler=scheduler, score_fn=score_fn, evaluator=evaluator)
     return datamodule, module
+
+
+def _accepted(cls: type, context: dict) -> dict:
+    """The entries of `context` that `cls.__init__` takes (data facts handed to losses)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in context.items() if k in params}
+
+
+def check_loss_requirements(cfg: DictConfig, loss_cls: type) -> None:
+    """A loss that prescribes its sampler or optimizer (LibAUC's) says so before training starts."""
+    name = _choices().get("loss", cfg.loss._target_)
+    if getattr(loss_cls, "needs_dual_sampler", False) and \
+            not str(cfg.sampler.get("_target_", "")).endswith("DualBatchSampler"):
+        raise HightprError(f"loss={name} needs both classes in every batch: add sampler=dual "
+                           "(and sampler.positive_rate=..., default 0.1)")
+    wanted = getattr(loss_cls, "required_optimizer", None)
+    if wanted and cfg.optimizer.get("_target_") != wanted:
+        raise HightprError(f"loss={name} is trained with its own optimizer {wanted}: "
+                           f"add optimizer={wanted.rsplit('.', 1)[-1].lower()}")
 
 
 def task_scoring(datamodule: pl.LightningDataModule, num_logits: int

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from hightpr.data.augment import random_flips
+from hightpr.data.base import TensorDataModule
 from hightpr.data.cifar_files import md5
-from hightpr.data.medical import BinarySplitsDataModule
 from hightpr.data.splits import member_split
 from hightpr.data.tensors import IndexedTensors
 from hightpr.errors import DataMissingError, HightprError
@@ -109,7 +109,7 @@ def load_adrenal3d(root: str, size: int) -> dict[str, tuple[torch.Tensor, torch.
                     torch.from_numpy(z[f"{s}_labels"].reshape(-1).astype(np.int64))) for s in SPLITS}
 
 
-class Adrenal3DDataModule(BinarySplitsDataModule):
+class Adrenal3DDataModule(TensorDataModule):
     """AdrenalMNIST3D with its official train/val/test splits; label 1 (mass) is the critical class.
 
     `val_split="member"` pools the official train + val and draws member `seed`'s own stratified

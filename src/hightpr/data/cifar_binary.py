@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from hightpr.data.augment import random_crop_flip, to_float
+from hightpr.data.base import TensorDataModule
 from hightpr.data.cifar_files import load_cifar
 from hightpr.data.splits import BinarySplit, binary_split, class_tuple, flip_labels
-from hightpr.data.tensors import IndexedTensors, batch_loader
+from hightpr.data.tensors import IndexedTensors
 
 
-class CIFARDataModule(pl.LightningDataModule):
+class CIFARDataModule(TensorDataModule):
     """Decoded uint8 CIFAR images in memory; a batch is one index operation (DESIGN 'Speed').
 
     A protocol subclass says which source images form train/val/test (`make_split`) and what
@@ -35,11 +35,9 @@ class CIFARDataModule(pl.LightningDataModule):
         augment: bool = True,
         label_noise: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, augment)
         self.root, self.which, self.seed = str(root), which, int(seed)
-        self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
         self.label_noise = float(label_noise)
-        self.splits: dict[str, IndexedTensors] = {}
 
     # -- protocol hooks --------------------------------------------------------------------
     def make_split(self, train_labels: torch.Tensor, test_labels: torch.Tensor) -> BinarySplit:
@@ -50,9 +48,7 @@ class CIFARDataModule(pl.LightningDataModule):
         return labels
 
     # -- data ------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def build(self) -> None:
         x_tr, y_tr = load_cifar(self.root, True, self.which)
         x_te, y_te = load_cifar(self.root, False, self.which)
         split = self.make_split(y_tr, y_te)
@@ -67,25 +63,11 @@ class CIFARDataModule(pl.LightningDataModule):
             self.splits[name] = IndexedTensors(x[idx].contiguous(), target, idx + offset)
         self.num_sample_ids = len(y_tr) + len(y_te)
 
-    # -- loaders ---------------------------------------------------------------------------
-    def train_dataloader(self):
-        return batch_loader(self.splits["train"], self.batch_size, shuffle=True)
+    def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return random_crop_flip(x)
 
-    def val_dataloader(self):
-        return batch_loader(self.splits["val"], self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self):
-        return batch_loader(self.splits["test"], self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self):
-        return self.test_dataloader()
-
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Augment (training only) and normalise on the device the batch now lives on."""
-        x = batch["x"]
-        if self.augment and self.trainer is not None and self.trainer.training:
-            x = random_crop_flip(x)
-        return {**batch, "x": to_float(x)}
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        return to_float(x)
 
 
 class BinaryCIFARDataModule(CIFARDataModule):
@@ -124,19 +106,3 @@ class BinaryCIFARDataModule(CIFARDataModule):
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         return torch.isin(labels, torch.tensor(self.positives)).float()
-
-    @property
-    def class_counts(self) -> list[int]:
-        """Training samples per class [negatives, positives] (handed to imbalance-aware losses)."""
-        self.setup()
-        y = self.splits["train"].y
-        n_pos = int(y.sum())
-        return [len(y) - n_pos, n_pos]
-
-    def summary(self) -> dict[str, int]:
-        self.setup()
-        out = {}
-        for name, ds in self.splits.items():
-            n_pos = int(ds.y.sum())
-            out[f"{name}_pos"], out[f"{name}_neg"] = n_pos, len(ds) - n_pos
-        return out

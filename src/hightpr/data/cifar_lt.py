@@ -48,7 +48,7 @@ class LongTailCIFARDataModule(CIFARDataModule):
         if bad or len(critical) >= self.num_classes:
             raise HightprError(f"dataset.critical_classes must be distinct classes in "
                                f"[0, {self.num_classes - 1}], not all of them; got {list(critical)}")
-        self.critical_classes = list(critical)
+        self.critical_classes = list(critical)  # also the positives of `positive_mask` (sampler=dual)
         self.split_args = dict(num_classes=self.num_classes, imbalance=imbalance, seed=seed,
                                val_per_class=val_per_class, n_max=n_max, split_seed=split_seed)
 

@@ -28,9 +28,10 @@ import torch
 from PIL import Image
 
 from hightpr.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalise, random_crop_flip, random_flips
+from hightpr.data.base import TensorDataModule
 from hightpr.data.cifar_files import md5
-from hightpr.data.medical import BinarySplitsDataModule, IndexedRows
 from hightpr.data.splits import melanoma_split
+from hightpr.data.tensors import IndexedRows
 from hightpr.errors import DataMissingError, HightprError
 
 MELANOMA_DIR = "melanoma"
@@ -238,7 +239,7 @@ def image_cache(root: Path, names: Sequence[str], size: int, cache_dir: Path | N
 
 # -- the DataModule ------------------------------------------------------------------------------
 
-class MelanomaDataModule(BinarySplitsDataModule):
+class MelanomaDataModule(TensorDataModule):
     """Melanoma vs benign, RankReg's protocol: one fixed stratified 70/10/20 split (`split_seed`),
     grouped by patient when `patient_id` is present, images resized to `image_size`.
 

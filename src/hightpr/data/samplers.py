@@ -19,12 +19,13 @@ from hightpr.errors import HightprError
 class DualBatchSampler(Sampler[list[int]]):
     """Yields index batches with a fixed number of positives; seeded and deterministic per epoch."""
 
-    def __init__(self, labels: torch.Tensor, batch_size: int, positive_rate: float, seed: int = 0) -> None:
-        labels = torch.as_tensor(labels).flatten()
+    def __init__(self, positive: torch.Tensor, batch_size: int, positive_rate: float, seed: int = 0) -> None:
+        """`positive`: which training samples are positives (a bool mask, or 0/1 labels)."""
+        positive = torch.as_tensor(positive).flatten() > 0.5
         if not 0.0 < positive_rate < 1.0:
             raise HightprError(f"sampler.positive_rate must be in (0, 1), got {positive_rate}")
-        self.positives = torch.nonzero(labels == 1).flatten()
-        self.negatives = torch.nonzero(labels != 1).flatten()
+        self.positives = torch.nonzero(positive).flatten()
+        self.negatives = torch.nonzero(~positive).flatten()
         if len(self.positives) == 0 or len(self.negatives) == 0:
             raise HightprError("sampler=dual needs positives and negatives in the training split")
         self.num_pos = max(1, round(positive_rate * batch_size))

@@ -1,9 +1,9 @@
-"""In-memory tensor datasets whose batches are one index operation, not per-sample Python."""
+"""In-memory (or memory-mapped) tensor datasets whose batches are one index operation."""
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 
 class IndexedTensors(Dataset):
@@ -25,11 +25,28 @@ class IndexedTensors(Dataset):
         return {"x": self.x[idx], "y": self.y[idx], "id": self.ids[idx]}
 
 
-def _identity(batch):
-    return batch
+class IndexedRows(Dataset):
+    """A split as row indices into one shared tensor: no copy of the images per split.
 
+    Melanoma keeps one memory-mapped cache of every image; each split only holds its rows.
+    """
 
-def batch_loader(ds: IndexedTensors, batch_size: int, shuffle: bool, drop_last: bool = False):
-    """A DataLoader that hands whole gathered batches through (no per-sample collate)."""
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      collate_fn=_identity, num_workers=0)
+    def __init__(self, source: torch.Tensor, rows: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> None:
+        if not (len(rows) == len(y) == len(ids)):
+            raise ValueError("rows, y and ids must have the same length")
+        self.source, self.rows, self.y, self.ids = source, rows, y, ids
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The split's inputs, gathered (a copy: for inspection, not for training loops)."""
+        return self.source[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.source[self.rows[i]], "y": self.y[i], "id": self.ids[i]}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {"x": self.source[self.rows[idx]], "y": self.y[idx], "id": self.ids[idx]}

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hightpr.data.augment import random_flips
-from hightpr.data.medical import BinarySplitsDataModule
+from hightpr.data.base import TensorDataModule
 from hightpr.data.splits import member_split, subsample_positives
 from hightpr.data.tensors import IndexedTensors
 from hightpr.errors import DataMissingError, HightprError
@@ -96,7 +96,7 @@ def load_volumes(root: str, modalities: tuple[str, ...], grid: tuple[int, int, i
     return torch.stack(volumes), y, is_test, channels
 
 
-class VolumesDataModule(BinarySplitsDataModule):
+class VolumesDataModule(TensorDataModule):
     """Two-modality subjects: a train cohort split per member, a fixed test cohort.
 
     Member `seed` draws its own stratified (1 - val_fraction) / val_fraction train/val split of the
