@@ -15,6 +15,7 @@ setup:  ## create .venv and install hightpr with its dev extras
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'libauc==2.0.1'  # loss=libauc_*: its modules need only our deps
 
 test:  ## the fast test suite (slow tests are skipped)
 	$(BIN)/pytest -q

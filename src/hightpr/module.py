@@ -52,7 +52,7 @@ class HighTPRModule(pl.LightningModule):
         batch, n_base = self.reg.extend_batch(batch)
         logits = self.model(batch["x"])
         scores = self.score_fn(logits)
-        base = self.loss(logits[:n_base], batch["y"][:n_base])
+        base = self.loss(logits[:n_base], batch["y"][:n_base], batch["id"][:n_base])
         term = self.reg(logits, scores, batch["y"], batch["id"])
         loss = base + term
         self.reg.after_step(batch, logits.detach(), scores.detach())
@@ -103,7 +103,8 @@ class HighTPRModule(pl.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        # The model's weights; a loss with its own variables hands them over (LibAUC PESG).
+        optimizer = self.optimizer_factory(self.model.parameters(), **self.loss.optimizer_kwargs())
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

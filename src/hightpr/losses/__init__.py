@@ -16,6 +16,7 @@ from hightpr.losses.binary import (
     WeightedBCE,
 )
 from hightpr.losses.ldam import LDAM
+from hightpr.losses.libauc import LibAUCAUCM, LibAUCPartialAUCDRO
 from hightpr.losses.multiclass import CE, ClassBalancedCE, FocalCE
 
 LOSSES: dict[str, type[BaseLoss]] = {
@@ -32,10 +33,12 @@ LOSSES: dict[str, type[BaseLoss]] = {
     "ce": CE,
     "fl": FocalCE,
     "cbce": ClassBalancedCE,
+    "libauc_pauc_dro_hightpr": LibAUCPartialAUCDRO,
+    "libauc_aucm": LibAUCAUCM,
 }
 
 __all__ = [
     "BCE", "CE", "LDAM", "LOSSES", "MSFE", "AsymmetricFocalBCE", "AsymmetricMarginBCE", "BaseLoss",
-    "ClassBalancedBCE", "ClassBalancedCE", "FocalCE", "MiniBatchAUC", "SymmetricFocalBCE",
-    "SymmetricMarginBCE", "WeightedBCE",
+    "ClassBalancedBCE", "ClassBalancedCE", "FocalCE", "LibAUCAUCM", "LibAUCPartialAUCDRO", "MiniBatchAUC",
+    "SymmetricFocalBCE", "SymmetricMarginBCE", "WeightedBCE",
 ]

@@ -13,21 +13,28 @@ class BaseLoss(nn.Module):
     """A base loss. Subclasses declare the head they need, so the model is built to match.
 
     `class_counts` (training samples per class, from the DataModule) is given to every loss;
-    losses that do not re-weight ignore it.
+    losses that do not re-weight ignore it. `forward` also receives the batch's stable sample
+    ids, for losses that keep per-sample state (LibAUC's pAUC); the others ignore them.
     """
 
     num_logits: ClassVar[int | None] = 1  # None: one logit per class (multi-class losses)
     normed_head: ClassVar[bool] = False
+    needs_dual_sampler: ClassVar[bool] = False  # both classes in every batch (sampler=dual)
+    required_optimizer: ClassVar[str | None] = None  # `_target_` of the optimizer it prescribes
 
     def __init__(self, class_counts: Sequence[int] | None = None) -> None:
         super().__init__()
         self.class_counts = list(class_counts) if class_counts is not None else None
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Hook for losses with an epoch schedule (LDAM's deferred re-weighting); a no-op here."""
+
+    def optimizer_kwargs(self) -> dict:
+        """Extra keyword arguments the loss's prescribed optimizer needs (LibAUC PESG: loss_fn)."""
+        return {}
 
 
 def mean_or_zero(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

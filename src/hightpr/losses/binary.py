@@ -35,7 +35,7 @@ def signed_logsigmoid(s: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 class BCE(BaseLoss):
     """Binary cross-entropy, -y log s(s) - (1 - y) log(1 - s(s)), in log-sigmoid form."""
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         s, _ = score_and_labels(logits, y, "bce")
         return mean_or_zero(F.binary_cross_entropy_with_logits(s, y.to(s.dtype), reduction="none"), s)
 
@@ -56,7 +56,7 @@ class SymmetricMarginBCE(BaseLoss):
         """(margin on positives, margin on negatives)."""
         return self.m, self.m
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         s, pos = score_and_labels(logits, y, "s_ml")
         m_pos, m_neg = self.shifts()
         shifted = torch.where(pos, s - m_pos, s + m_neg)
@@ -83,7 +83,7 @@ class SymmetricFocalBCE(BaseLoss):
         super().__init__(class_counts)
         self.gamma = check_range("gamma", gamma, low=0.0)
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         s, pos = score_and_labels(logits, y, "s_fl" if self.focus_positives else "a_fl")
         log_p_true = signed_logsigmoid(s, pos)  # log of the probability given to the true class
         log_p_wrong = signed_logsigmoid(-s, pos)  # log of 1 - that probability
@@ -115,7 +115,7 @@ class WeightedBCE(BaseLoss):
         n_neg, n_pos = check_counts("wbce", class_counts, 2)
         self.pos_weight = self.c * n_neg / n_pos
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         s, pos = score_and_labels(logits, y, "wbce")
         w = 1.0 + (self.pos_weight - 1.0) * pos.to(s.dtype)  # c N on positives, 1 on negatives
         return mean_or_zero(-w * signed_logsigmoid(s, pos), s)
@@ -137,7 +137,7 @@ class ClassBalancedBCE(BaseLoss):
         self.register_buffer("class_weight", class_balanced_weights(counts, self.beta, normalize),
                              persistent=False)
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         s, pos = score_and_labels(logits, y, "cbbce")
         w = self.class_weight.to(s.dtype)[pos.long()]
         return mean_or_zero(-w * signed_logsigmoid(s, pos), s)
@@ -156,7 +156,7 @@ class MSFE(BaseLoss):
         super().__init__(class_counts)
         self.squared = bool(squared)
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         s, pos = score_and_labels(logits, y, "msfe")
         p = torch.sigmoid(s)
         posf = pos.to(p.dtype)
@@ -179,7 +179,7 @@ class MiniBatchAUC(BaseLoss):
             raise HightprError(f"loss.score={score!r}: mbauc takes loss.score=prob or loss.score=logit")
         self.score = score
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         s, pos = score_and_labels(logits, y, "mbauc")
         q = torch.sigmoid(s) if self.score == "prob" else s
         pairs = (pos[:, None] & ~pos[None, :]).to(q.dtype)  # [j positive, k negative]

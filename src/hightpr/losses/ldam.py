@@ -47,7 +47,7 @@ class LDAM(BaseLoss):
         """Switch the class-balanced re-weighting on from `drw_epoch` (DRW)."""
         self.reweight = self.drw_epoch is not None and epoch >= self.drw_epoch
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         logits, target = logits_and_targets(logits, y, "ldam")
         if logits.shape[1] != len(self.margins):
             raise HightprError(f"loss ldam has {len(self.margins)} class counts but the head has "

@@ -35,7 +35,7 @@ class CE(BaseLoss):
 
     num_logits: ClassVar[int | None] = None
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         logits, target = logits_and_targets(logits, y, "ce")
         return mean_or_zero(F.cross_entropy(logits, target, reduction="none"), logits)
 
@@ -53,7 +53,7 @@ class FocalCE(BaseLoss):
         super().__init__(class_counts)
         self.gamma = check_range("gamma", gamma, low=0.0)
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         logits, target = logits_and_targets(logits, y, "fl")
         log_p = F.log_softmax(logits, dim=1)
         is_true = F.one_hot(target, logits.shape[1]).bool()
@@ -77,7 +77,7 @@ class ClassBalancedCE(BaseLoss):
         counts = check_counts("cbce", class_counts)
         self.register_buffer("class_weight", class_balanced_weights(counts, self.beta), persistent=False)
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         logits, target = logits_and_targets(logits, y, "cbce")
         if logits.shape[1] != len(self.class_weight):
             raise HightprError(f"loss cbce has {len(self.class_weight)} class counts but the head has "

@@ -80,14 +80,19 @@ def fpr_at_fn(scores, labels, k: int) -> float:
     _, y = _as_numpy(scores, labels)
     return _min_fpr_with_tp(scores, labels, max(int(y.sum()) - int(k), 0))
 
-def binary_report(scores, labels, tprs=(0.90, 0.92, 0.95, 0.98, 1.00), fns=()) -> dict:
-    """All the papers' binary metrics at once, keyed like the paper tables (`fpr@95tpr`)."""
+def binary_report(
+    scores, labels, tprs=(0.90, 0.92, 0.95, 0.98, 1.00), fns=(), pauc_min_tprs=(0.90,)
+) -> dict:
+    """All the papers' binary metrics at once, keyed like the paper tables (`fpr@95tpr`),
+    plus the partial AUC over TPR >= t (`pauc@90tpr`)."""
     s, y = _as_numpy(scores, labels)
     out = {"auc": roc_auc(s, y), "n_pos": int(y.sum()), "n_neg": int((~y).sum())}
     for t in tprs:
         out[f"fpr@{round(t * 100):d}tpr"] = fpr_at_tpr(s, y, t)
     for k in fns:
         out[f"fpr@{k}fn"] = fpr_at_fn(s, y, k)
+    for t in pauc_min_tprs:
+        out[f"pauc@{round(t * 100):d}tpr"] = partial_auc(s, y, min_tpr=t)
     return out
 
 
