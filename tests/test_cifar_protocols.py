@@ -324,7 +324,7 @@ def test_train_small_cifar10_with_the_plain_cnn_and_label_noise(data_dir, tmp_pa
 
 @pytest.mark.parametrize("dataset, critical", [("tiny_cifar10_lt", 9), ("tiny_cifar100_lt", 99)])
 def test_train_long_tailed_multiclass(data_dir, tmp_path, dataset, critical):
-    r = train(data_dir, tmp_path, f"dataset={dataset}", "+experiment=long_tailed", "loss=ce",
+    r = train(data_dir, tmp_path, f"dataset={dataset}", "experiment=long_tailed", "loss=ce",
               "trainer.max_epochs=1", "trainer.batch_size=64")
     m = r.metrics["test"]
     for key in ("accuracy", "acc_other", "acc_critical", "auc_critical", "error@80tpr", "error@90tpr"):
@@ -373,7 +373,7 @@ def test_real_small_protocol_with_the_plain_cnn_learns(tmp_path):
 @needs_real
 @pytest.mark.slow
 def test_real_long_tailed_recipe_runs(tmp_path):
-    r = run_train(REAL, tmp_path, "dataset=cifar10_lt", "+experiment=long_tailed", "loss=ce",
+    r = run_train(REAL, tmp_path, "dataset=cifar10_lt", "experiment=long_tailed", "loss=ce",
                   "trainer=cpu_quick", "trainer.max_epochs=1", "model.width=16",
                   "+trainer.extra.limit_train_batches=20", "trainer.progress_bar=false", fast=False)
     assert r.returncode == 0, r.stderr[-3000:]

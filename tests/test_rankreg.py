@@ -326,7 +326,7 @@ def test_invalid_regulariser_settings():
      (["reg=rankreg", "buffer=fifo", "buffer.size=5"], "fifo", 5, True),
      (["reg=rankreg", "buffer=dequeue_min", "buffer.in_base_loss=false"], "dequeue_min", 32, False),
      (["reg=rankreg", "buffer=none"], None, 0, False),
-     (["+experiment=rankreg"], "dequeue_max", 32, True)],
+     (["experiment=rankreg"], "dequeue_max", 32, True)],
 )
 def test_config_builds_the_regulariser(overrides, strategy, size, in_base):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -338,12 +338,12 @@ def test_config_builds_the_regulariser(overrides, strategy, size, in_base):
         assert reg.buffer is None
     else:
         assert (reg.buffer.strategy, reg.buffer.size) == (strategy, size)
-    if overrides[0] == "+experiment=rankreg":
+    if overrides[0] == "experiment=rankreg":
         assert cfg.trainer.batch_size == 32 and cfg.model.num_logits == 2
 
 
 @pytest.mark.parametrize(
-    "overrides", [("reg=rankreg", "buffer=dequeue_max"), ("+experiment=rankreg", "buffer=fifo")]
+    "overrides", [("reg=rankreg", "buffer=dequeue_max"), ("experiment=rankreg", "buffer=fifo")]
 )
 def test_training_run_logs_the_rankreg_quantities(train, overrides):
     r = train(*overrides)
