@@ -170,8 +170,10 @@ def runs_row(cfg: DictConfig, run_dir: Path, reports: dict[str, dict]) -> dict[s
     member = (cfg.get("ensemble") or {}).get("member")
     row.update({"kind": "single"} if member is None else
                {"kind": "member", "ensemble_key": cfg.ensemble.get("key"), "member": member})
-    for group in ("dataset", "model", "loss", "reg", "optimizer"):
-        row.update(flatten(group, OmegaConf.to_container(cfg[group], resolve=True), skip=("root",)))
+    for group in ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler"):
+        node = cfg.get(group)
+        if node is not None:
+            row.update(flatten(group, OmegaConf.to_container(node, resolve=True), skip=("root",)))
     for stage, report in reports.items():
         row.update({f"{stage}_{k}": v for k, v in report.items()})
     return row
