@@ -134,63 +134,51 @@ def write_cifar100(
     return folder
 
 
-def verify_cifar100(root: Path, expect_per_class: tuple[int, int] | None = (500, 100)) -> str:
-    """Check presence, shapes, the 100 fine labels and (with a manifest) checksums. Returns a summary."""
-    folder = Path(root) / CIFAR100_DIR
+_LAYOUT = {"cifar10": (CIFAR10_DIR, 10), "cifar100": (CIFAR100_DIR, 100)}
+
+
+def verify_cifar(root: Path, which: str, expect_per_class: tuple[int, int] | None) -> str:
+    """Check presence, shapes, labels, per-class counts and (with a manifest) checksums.
+
+    Returns a summary like "train 50000, test 10000"; any problem is one `DataMissingError`
+    that names the prepare command.
+    """
+    subdir, n_classes = _LAYOUT[which]
+    folder = Path(root) / subdir
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         for name, digest in json.loads(manifest_path.read_text())["md5"].items():
             if not (folder / name).is_file() or md5(folder / name) != digest:
                 raise DataMissingError(f"{folder / name} is missing or corrupt; re-run "
-                                       "`python -m hightpr.data.prepare cifar100 --force ...`")
+                                       f"`python -m hightpr.data.prepare {which} --force ...`")
     summary = []
     for train in (True, False):
-        x, y = load_cifar(str(root), train=train, which="cifar100")
+        split = "train" if train else "test"
+        x, y = load_cifar(str(root), train=train, which=which)
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32) or x.dtype != torch.uint8:
-            raise DataMissingError(f"unexpected CIFAR-100 image array {tuple(x.shape)} in {folder}")
-        if len(y) and (int(y.min()) < 0 or int(y.max()) > 99):
-            raise DataMissingError(f"CIFAR-100 fine labels outside 0..99 in {folder}")
-        counts = torch.bincount(y, minlength=100)
+            raise DataMissingError(f"unexpected {which.upper()} image array {tuple(x.shape)} in {folder}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+            raise DataMissingError(f"{which.upper()} labels outside 0..{n_classes - 1} in {folder}")
+        counts = torch.bincount(y, minlength=n_classes)
         if expect_per_class is not None:
             want = expect_per_class[0 if train else 1]
             if not bool((counts == want).all()):
                 raise DataMissingError(
-                    f"CIFAR-100 {'train' if train else 'test'} split has per-class counts from "
-                    f"{int(counts.min())} to {int(counts.max())}, expected {want} each"
+                    f"{which.upper()} {split} split has per-class counts from {int(counts.min())} "
+                    f"to {int(counts.max())}, expected {want} each"
                 )
-        summary.append(f"{'train' if train else 'test'} {len(y)}")
+        summary.append(f"{split} {len(y)}")
     return ", ".join(summary)
 
 
 def verify_cifar10(root: Path, expect_per_class: tuple[int, int] | None = (5000, 1000)) -> str:
-    """Check presence, shapes, labels and (when a manifest exists) checksums. Returns a summary."""
-    folder = Path(root) / CIFAR10_DIR
-    manifest_path = folder / MANIFEST
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        for name, digest in manifest["md5"].items():
-            if not (folder / name).is_file() or md5(folder / name) != digest:
-                raise DataMissingError(
-                    f"{folder / name} is missing or corrupt; re-run "
-                    "`python -m hightpr.data.prepare cifar10 --force`"
-                )
-    summary = []
-    for train in (True, False):
-        x, y = load_cifar(str(root), train=train, which="cifar10")
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32) or x.dtype != torch.uint8:
-            raise DataMissingError(f"unexpected CIFAR-10 image array {tuple(x.shape)} in {folder}")
-        counts = torch.bincount(y, minlength=10)
-        if len(counts) != 10:
-            raise DataMissingError(f"CIFAR-10 labels outside 0..9 in {folder}")
-        if expect_per_class is not None:
-            want = expect_per_class[0 if train else 1]
-            if not bool((counts == want).all()):
-                raise DataMissingError(
-                    f"CIFAR-10 {'train' if train else 'test'} split has per-class counts "
-                    f"{counts.tolist()}, expected {want} each"
-                )
-        summary.append(f"{'train' if train else 'test'} {len(y)}")
-    return ", ".join(summary)
+    """`verify_cifar` for CIFAR-10 (full set: 5000 train / 1000 test images per class)."""
+    return verify_cifar(root, "cifar10", expect_per_class)
+
+
+def verify_cifar100(root: Path, expect_per_class: tuple[int, int] | None = (500, 100)) -> str:
+    """`verify_cifar` for CIFAR-100 (full set: 500 train / 100 test images per fine class)."""
+    return verify_cifar(root, "cifar100", expect_per_class)
 
 
 def missing_message(root: Path, which: str) -> str:
