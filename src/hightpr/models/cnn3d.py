@@ -15,31 +15,35 @@ from torch import nn
 
 from hightpr.models.heads import make_head
 
-POOLS = {"max": nn.AdaptiveMaxPool3d, "avg": nn.AdaptiveAvgPool3d}
 
+class Cascade(nn.Module):
+    """`depth` stages of Conv(3x3[x3]) - ReLU - MaxPool(2), widths width * 2^i, then global pool.
 
-class Cascade3d(nn.Module):
-    """`depth` stages of Conv3d(3x3x3) - ReLU - MaxPool3d(2), widths width * 2^i, then global pool.
-
-    Global max pooling by default: a small lesion anywhere in the volume should decide the
-    score, which an average over the whole grid would dilute.
+    `dims` is 2 (the plain CNN of the small CIFAR-10 protocol) or 3 (volumes). Global max pooling
+    by default: a small lesion anywhere in the volume should decide the score, which an average
+    over the whole grid would dilute.
     """
 
-    def __init__(self, in_channels: int, width: int = 16, depth: int = 3, global_pool: str = "max") -> None:
+    def __init__(self, dims: int, in_channels: int, width: int = 16, depth: int = 3,
+                 global_pool: str = "max") -> None:
         super().__init__()
-        if global_pool not in POOLS:
-            raise ValueError(f"global_pool must be one of {sorted(POOLS)}, got {global_pool!r}")
+        conv, maxpool = {2: (nn.Conv2d, nn.MaxPool2d), 3: (nn.Conv3d, nn.MaxPool3d)}[dims]
+        pools = {"max": {2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d},
+                 "avg": {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}}
+        if global_pool not in pools:
+            raise ValueError(f"model.global_pool must be one of {sorted(pools)}, got {global_pool!r}")
+        if depth < 1 or width < 1:
+            raise ValueError(f"model.depth and model.width must be >= 1, got {depth} and {width}")
         layers, c = [], in_channels
         for i in range(depth):
             out = width * 2**i
-            layers += [nn.Conv3d(c, out, 3, padding=1), nn.ReLU(inplace=True),
-                       nn.MaxPool3d(2, ceil_mode=True)]
+            layers += [conv(c, out, 3, padding=1), nn.ReLU(inplace=True), maxpool(2, ceil_mode=True)]
             c = out
         self.features = nn.Sequential(*layers)
-        self.pool = POOLS[global_pool](1)
+        self.pool = pools[global_pool][dims](1)
         self.num_features = c
         for m in self.modules():
-            if isinstance(m, nn.Conv3d):
+            if isinstance(m, conv):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
@@ -53,7 +57,7 @@ class CNN3d(nn.Module):
     def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 3, global_pool: str = "max",
                  num_logits: int = 1, normed_head: bool = False) -> None:
         super().__init__()
-        self.path = Cascade3d(in_channels, width, depth, global_pool)
+        self.path = Cascade(3, in_channels, width, depth, global_pool)
         self.head = make_head(self.path.num_features, num_logits, normed_head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +73,7 @@ class DualPathCNN3d(nn.Module):
         if len(in_channels) != 2:
             raise ValueError(f"the dual-path model needs two channel counts, got {list(in_channels)}")
         self.split = (int(in_channels[0]), int(in_channels[1]))
-        self.paths = nn.ModuleList(Cascade3d(c, width, depth, global_pool) for c in self.split)
+        self.paths = nn.ModuleList(Cascade(3, c, width, depth, global_pool) for c in self.split)
         self.head = make_head(2 * self.paths[0].num_features, num_logits, normed_head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hightpr.models.cnn3d import Cascade
 from hightpr.models.heads import make_head
-
-POOLS = {"max": nn.AdaptiveMaxPool2d, "avg": nn.AdaptiveAvgPool2d}
 
 
 class ConvNet2d(nn.Module):
@@ -23,27 +22,12 @@ class ConvNet2d(nn.Module):
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 3, global_pool: str = "max",
                  num_logits: int = 1, normed_head: bool = False) -> None:
         super().__init__()
-        if global_pool not in POOLS:
-            raise ValueError(f"model.global_pool must be one of {sorted(POOLS)}, got {global_pool!r}")
-        if depth < 1 or width < 1:
-            raise ValueError(f"model.depth and model.width must be >= 1, got {depth} and {width}")
-        layers, c = [], in_channels
-        for i in range(depth):
-            out = width * 2**i
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2, ceil_mode=True)]
-            c = out
-        self.features = nn.Sequential(*layers)
-        self.pool = POOLS[global_pool](1)
-        self.num_features = c
-        self.head = make_head(c, num_logits, normed_head)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        self.path = Cascade(2, in_channels, width, depth, global_pool)
+        self.num_features = self.path.num_features
+        self.head = make_head(self.num_features, num_logits, normed_head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)).flatten(1))
+        return self.head(self.path(x))
 
 
 def convnet(width: int = 16, depth: int = 3, global_pool: str = "max", num_logits: int = 1,
