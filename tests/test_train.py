@@ -88,10 +88,14 @@ def test_init_from_checkpoint(train, first_run):
         ("paths.data_dir=/nonexistent", "python -m hightpr.data.prepare cifar10"),
         ("init_from=/nonexistent.ckpt", "no such checkpoint file"),
         ("dataset.ratio=0.01", "positives but only"),
+        ("dataset.ratio=abc", "invalid configuration"),
+        ("optimizer.lr=-1", "Invalid learning rate: -1"),
+        ("reg=rankreg reg.penalty=quartic", "penalty must be one of"),
     ],
 )
 def test_bad_input_is_one_clear_message(train, override, expect):
-    r = train(override)
+    r = train(*override.split())
     assert r.returncode != 0
     assert expect in r.stderr
     assert "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) <= 1

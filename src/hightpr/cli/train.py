@@ -58,7 +58,8 @@ def _instantiate(node: DictConfig, **kwargs):
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
-        raise HightprError(f"cannot build {node.get('_target_')}: {err}") from err
+        inner = err.__cause__ or err
+        raise HightprError(f"cannot build {node.get('_target_')}: {inner}") from err
 
 
 def init_weights(model, path: str | None) -> None:
@@ -107,7 +108,24 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
 
 
 def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, HighTPRModule]:
-    """DataModule and LightningModule of one run; the loss decides the head, data the counts."""
+    """DataModule and LightningModule of one run, checked before any training starts.
+
+    A value of the wrong type or range anywhere in the config surfaces here as one
+    `HightprError` (set HIGHTPR_DEBUG=1 to see the stack instead).
+    """
+    try:
+        datamodule, module = _build_components(cfg)
+        module.configure_optimizers()  # optimizer and schedule settings fail here, not mid-fit
+    except (ValueError, TypeError, KeyError) as err:
+        if os.environ.get("HIGHTPR_DEBUG"):
+            raise
+        raise HightprError(f"invalid configuration: {type(err).__name__}: {err} "
+                           "(python train.py --cfg job shows the composed config)") from err
+    return datamodule, module
+
+
+def _build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, HighTPRModule]:
+    """The wiring itself: the loss decides the head, the data the counts."""
     datamodule = _instantiate(cfg.dataset)
     datamodule.setup("fit")
     datamodule.batch_sampler = _instantiate(cfg.sampler)
