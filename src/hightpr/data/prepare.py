@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,7 @@ from hightpr.data.cifar_files import (
     CIFAR100_FILES,
     MANIFEST,
     load_cifar,
-    verify_cifar10,
-    verify_cifar100,
+    verify_cifar,
     write_cifar10,
     write_cifar100,
     write_manifest,
@@ -80,6 +80,38 @@ def read_jpeg_archive(archive: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return out
 
 
+def _prepare_cifar(
+    which: str,
+    data_dir: Path,
+    download: bool,
+    force: bool,
+    expect_per_class: tuple[int, int] | None,
+    build: Callable[[], None] | None,
+    no_source: str,
+) -> str:
+    """Shared steps of the CIFAR targets: keep an intact target, else download (torchvision) or
+    `build` from a local source, then verify what was written. Returns a summary line."""
+    target = data_dir / {"cifar10": CIFAR10_DIR, "cifar100": CIFAR100_DIR}[which]
+    if target.is_dir() and not force:
+        try:
+            return f"already prepared: {target} ({verify_cifar(data_dir, which, expect_per_class)})"
+        except HightprError:
+            pass  # incomplete or corrupt: rebuild below
+    (target / MANIFEST).unlink(missing_ok=True)  # a stale manifest would fail the new files
+    if download:
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        dataset = {"cifar10": CIFAR10, "cifar100": CIFAR100}[which]
+        for train in (True, False):
+            dataset(root=str(data_dir), train=train, download=True)
+    elif build is not None:
+        build()
+    else:
+        raise HightprError(no_source)
+    load_cifar.cache_clear()  # the files changed under the per-process cache
+    return f"prepared {target} ({verify_cifar(data_dir, which, expect_per_class)})"
+
+
 def prepare_cifar10(
     data_dir: Path,
     source: Path | None,
@@ -87,24 +119,15 @@ def prepare_cifar10(
     force: bool,
     expect_per_class: tuple[int, int] | None = (5000, 1000),
 ) -> str:
-    """Write torchvision's `cifar-10-batches-py` under `data_dir`; return a summary line."""
-    target = data_dir / CIFAR10_DIR
-    if target.is_dir() and not force:
-        try:
-            return f"already prepared: {target} ({verify_cifar10(data_dir, expect_per_class)})"
-        except HightprError:
-            pass  # incomplete or corrupt: rebuild below
-    if download:
-        from torchvision.datasets import CIFAR10
+    """Write torchvision's `cifar-10-batches-py` under `data_dir` (from a JPEG archive or online)."""
 
-        CIFAR10(root=str(data_dir), train=True, download=True)
-        CIFAR10(root=str(data_dir), train=False, download=True)
-    elif source is not None:
+    def build() -> None:
         splits = read_jpeg_archive(source)
         write_cifar10(data_dir, splits["train"], splits["test"], source=f"jpeg:{source.name}")
-    else:
-        raise HightprError("no CIFAR-10 source: pass --from ARCHIVE (JPEG tar) or --download")
-    return f"prepared {target} ({verify_cifar10(data_dir, expect_per_class)})"
+
+    return _prepare_cifar("cifar10", data_dir, download, force, expect_per_class,
+                          build if source is not None else None,
+                          "no CIFAR-10 source: pass --from ARCHIVE (JPEG tar) or --download")
 
 
 def make_tiny_cifar10(
@@ -194,30 +217,20 @@ def prepare_cifar100(
     force: bool,
     expect_per_class: tuple[int, int] | None = (500, 100),
 ) -> str:
-    """Write torchvision's `cifar-100-python` under `data_dir`; return a summary line."""
+    """Write torchvision's `cifar-100-python` under `data_dir` (from its tar / folder or online)."""
     target = data_dir / CIFAR100_DIR
-    if target.is_dir() and not force:
-        try:
-            return f"already prepared: {target} ({verify_cifar100(data_dir, expect_per_class)})"
-        except HightprError:
-            pass  # incomplete or corrupt: rebuild below
-    if download:
-        from torchvision.datasets import CIFAR100
 
-        CIFAR100(root=str(data_dir), train=True, download=True)
-        CIFAR100(root=str(data_dir), train=False, download=True)
-    elif source is not None:
+    def build() -> None:
         _copy_cifar100(source, data_dir)
-    else:
-        raise HightprError("no CIFAR-100 source (the images are not in the offline data): pass "
-                           "--download, or --from cifar-100-python.tar.gz / its folder")
-    (target / MANIFEST).unlink(missing_ok=True)
-    load_cifar.cache_clear()
-    summary = verify_cifar100(data_dir, expect_per_class)
-    counts = {split: len(load_cifar(str(data_dir), split == "train", "cifar100")[1])
-              for split in ("train", "test")}
-    write_manifest(target, CIFAR100_FILES, "download" if download else f"torchvision:{source}", counts)
-    return f"prepared {target} ({summary})"
+        load_cifar.cache_clear()
+        counts = {split: len(load_cifar(str(data_dir), split == "train", "cifar100")[1])
+                  for split in ("train", "test")}
+        write_manifest(target, CIFAR100_FILES, f"torchvision:{source}", counts)
+
+    return _prepare_cifar("cifar100", data_dir, download, force, expect_per_class,
+                          build if source is not None else None,
+                          "no CIFAR-100 source (the images are not in the offline data): pass "
+                          "--download, or --from cifar-100-python.tar.gz / its folder")
 
 
 def main(argv: list[str] | None = None) -> int:
