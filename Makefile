@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCE_DATA ?= ../shared/data
+SOURCE_DATA ?= data-sources   # a folder with cifar10/cifar10-jpg.tar.gz, melanoma/, medmnist3d/ (offline sources)
 export HIGHTPR_DATA_DIR ?= $(CURDIR)/data
 ARGS ?=
 
-.PHONY: help setup test test-slow lint data data-tiny data-mri train
+.PHONY: help setup test test-slow lint check-wheel data data-tiny data-mri train
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,8 +26,15 @@ test-slow:  ## the slow tests too (real-data training runs)
 lint:  ## ruff
 	$(BIN)/ruff check .
 
-data:  ## prepare under $HIGHTPR_DATA_DIR every offline source in $SOURCE_DATA (CIFAR-10, Melanoma, AdrenalMNIST3D)
-	$(BIN)/python -m hightpr.data.prepare cifar10 --from $(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz
+check-wheel:  ## build the wheel, install it apart from the source tree, run hightpr-train from another dir
+	bash scripts/check_wheel.sh $(BIN)/python
+
+data:  ## prepare under $HIGHTPR_DATA_DIR every source in $SOURCE_DATA (CIFAR-10, Melanoma, AdrenalMNIST3D); no archive: download CIFAR-10
+	@if [ -f $(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz ]; then \
+	  $(BIN)/python -m hightpr.data.prepare cifar10 --from $(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz; \
+	else \
+	  echo "no CIFAR-10 archive under SOURCE_DATA=$(SOURCE_DATA): downloading it (torchvision)"; \
+	  $(BIN)/python -m hightpr.data.prepare cifar10 --download; fi
 	@if [ -f $(SOURCE_DATA)/melanoma/train.csv ]; then \
 	  $(BIN)/python -m hightpr.data.prepare melanoma --from $(SOURCE_DATA)/melanoma; fi
 	@if ls $(SOURCE_DATA)/medmnist3d/adrenalmnist3d*.npz >/dev/null 2>&1; then \

@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny CIFAR-format dataset and a helper that runs `train.py` for real."""
+"""Shared fixtures: a tiny CIFAR-format dataset and helpers that train on it (in-process, or `train.py`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,11 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import hightpr.conf
 from hightpr.data.prepare import make_tiny_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
+CONF_PATH = Path(hightpr.conf.__file__).parent  # the package configs (pkg://hightpr.conf)
 FAST_TRAIN = [
-    "dataset=tiny", "trainer=cpu_quick", "trainer.max_epochs=2", "trainer.progress_bar=false",
+    "dataset=tiny", "trainer=cpu_quick", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
     "trainer.num_threads=1", "model.width=8",
 ]
 
@@ -38,29 +43,81 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     return data_dir
 
 
-def run_train(data_dir: Path, work_dir: Path, *overrides: str, fast: bool = True,
-              name: str = "test") -> TrainResult:
-    """Run `python train.py FAST_TRAIN... overrides...` in a subprocess."""
-    out_root = work_dir / "outputs"
-    args = [sys.executable, str(ROOT / "train.py"), *(FAST_TRAIN if fast else []),
-            f"paths.data_dir={data_dir}", f"paths.output_root={out_root}", f"name={name}",
-            *overrides]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=work_dir, env=env, timeout=600)
-    runs_csv = out_root / name / "runs.csv"
+def _result(code: int, out: str, err: str, runs_csv: Path) -> TrainResult:
     run_dir = metrics = None
-    if proc.returncode == 0 and runs_csv.is_file():
+    if code == 0 and runs_csv.is_file():
         run_dir = Path(pd.read_csv(runs_csv)["run_dir"].iloc[-1])
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    return TrainResult(proc.returncode, proc.stdout, proc.stderr, run_dir, metrics, runs_csv)
+    return TrainResult(code, out, err, run_dir, metrics, runs_csv)
+
+
+def _args(data_dir: Path, work_dir: Path, overrides, fast: bool, name: str) -> list[str]:
+    return [*(FAST_TRAIN if fast else []), f"paths.data_dir={data_dir}",
+            f"paths.output_root={work_dir / 'outputs'}", f"name={name}", *overrides]
+
+
+def run_train(data_dir: Path, work_dir: Path, *overrides: str, fast: bool = True,
+              name: str = "test") -> TrainResult:
+    """What `python train.py FAST_TRAIN... overrides...` does, in this process.
+
+    The config is composed as the command line composes it and trained by `train`; a user
+    error is caught at the same boundary as `main` (exit code 2, one `error:` line); Hydra's
+    composition errors give exit code 1. The hightpr log is returned as `stderr`.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hightpr.cli.train import compose_config, train
+    from hightpr.errors import user_errors
+
+    runs_csv = work_dir / "outputs" / name / "runs.csv"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("hightpr")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    code = 0
+    try:
+        with contextlib.redirect_stderr(stream), user_errors():
+            cfg = compose_config(_args(data_dir, work_dir, overrides, fast, name))
+            train(cfg)
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    except (HydraException, OmegaConfBaseException) as err:
+        code = 1
+        stream.write(f"{type(err).__name__}: {err}\n")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return _result(code, "", stream.getvalue(), runs_csv)
+
+
+def run_train_subprocess(data_dir: Path, work_dir: Path, *overrides: str, fast: bool = True,
+                         name: str = "test") -> TrainResult:
+    """`python train.py FAST_TRAIN... overrides...` for real, in a subprocess (exit codes, messages)."""
+    args = [sys.executable, str(ROOT / "train.py"), *_args(data_dir, work_dir, overrides, fast, name)]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=work_dir, env=env, timeout=600)
+    return _result(proc.returncode, proc.stdout, proc.stderr, work_dir / "outputs" / name / "runs.csv")
 
 
 @pytest.fixture
 def train(tiny_data_dir, tmp_path):
-    """`train(*overrides)` runs `python train.py` on the tiny dataset; returns TrainResult."""
+    """`train(*overrides)` trains on the tiny dataset in-process; returns TrainResult."""
 
     def _run(*overrides: str, fast: bool = True, name: str = "test") -> TrainResult:
         return run_train(tiny_data_dir, tmp_path, *overrides, fast=fast, name=name)
+
+    return _run
+
+
+@pytest.fixture
+def train_cli(tiny_data_dir, tmp_path):
+    """`train_cli(*overrides)` runs `python train.py` in a subprocess; returns TrainResult."""
+
+    def _run(*overrides: str, fast: bool = True, name: str = "test") -> TrainResult:
+        return run_train_subprocess(tiny_data_dir, tmp_path, *overrides, fast=fast, name=name)
 
     return _run
 

@@ -300,8 +300,8 @@ def test_plain_convnet_shapes():
 
 
 # -- end to end through train.py -----------------------------------------------------------------
-FAST = ["trainer=cpu_quick", "trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.num_threads=1",
-        "model.width=8"]
+FAST = ["trainer=cpu_quick", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        "trainer.num_threads=1", "model.width=8"]
 
 
 def train(data_dir, tmp_path, *overrides):
@@ -364,7 +364,7 @@ def test_real_small_and_long_tailed_counts():
 def test_real_small_protocol_with_the_plain_cnn_learns(tmp_path):
     r = run_train(REAL, tmp_path, "dataset=cifar10_small", "model=convnet", "trainer=cpu_quick",
                   "trainer.max_epochs=15", "trainer.patience=15", "model.width=16",
-                  "trainer.progress_bar=false", fast=False)
+                  "trainer.enable_progress_bar=false", fast=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.metrics["test"]["auc"] > 0.65  # 0.77 after 15 epochs on 2 CPU cores
     assert (r.metrics["test"]["n_pos"], r.metrics["test"]["n_neg"]) == (111, 1000)
@@ -375,7 +375,7 @@ def test_real_small_protocol_with_the_plain_cnn_learns(tmp_path):
 def test_real_long_tailed_recipe_runs(tmp_path):
     r = run_train(REAL, tmp_path, "dataset=cifar10_lt", "experiment=long_tailed", "loss=ce",
                   "trainer=cpu_quick", "trainer.max_epochs=1", "model.width=16",
-                  "+trainer.extra.limit_train_batches=20", "trainer.progress_bar=false", fast=False)
+                  "trainer.limit_train_batches=20", "trainer.enable_progress_bar=false", fast=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.metrics["data"]["train_n"] == 12156 and r.metrics["data"]["test_critical"] == 1000
     assert 0.0 <= r.metrics["test"]["error@90tpr"] <= 1.0

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+from tests.conftest import CONF_PATH
+
+CONF = CONF_PATH
+GROUPS = sorted({str(f.parent.relative_to(CONF)) for f in CONF.rglob("*.yaml")} - {".", "hydra/launcher"})
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
-NEEDS = {"buffer": ["reg=rankreg"]}  # the buffer group exists only beside RankReg
+NEEDS = {"reg/buffer": ["reg=rankreg"]}  # the buffer is a node of RankReg
 RESOLVED = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler", "trainer", "ensemble")
 
 
@@ -20,9 +20,15 @@ def composed(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+def selector(group: str, option: str) -> str:
+    """The override that picks an option: `reg/buffer=fifo`, but `experiment=rankreg/cifar`."""
+    head, _, rest = group.partition("/")
+    return f"{head}={rest}/{option}" if head == "experiment" and rest else f"{group}={option}"
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_resolves(group, option):
-    cfg = composed(*NEEDS.get(group, []), f"{group}={option}")
+    cfg = composed(*NEEDS.get(group, []), selector(group, option))
     for key in RESOLVED:
         if cfg.get(key) is not None:
             OmegaConf.to_container(cfg[key], resolve=True)

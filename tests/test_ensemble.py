@@ -13,17 +13,17 @@ from sklearn.metrics import roc_auc_score
 
 from hightpr.cli.ensemble import main as ensemble_main
 from hightpr.cli.ensemble import train_members
-from hightpr.cli.train import CONF_DIR
-from hightpr.ensemble import aggregate, average_logits, ensemble_key, member_dir
+from hightpr.ensemble import aggregate, average_logits, ensemble_key, member_dir, member_summary
 from hightpr.errors import HightprError
 from hightpr.metrics import binary_report
 from hightpr.runs import append_run, load_logits, save_logits, save_metrics
+from tests.conftest import CONF_PATH
 
 N_TEST, N_VAL = 60, 30
 
 
 def compose_cfg(out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_PATH), version_base="1.3"):
         return compose("config", overrides=[f"paths.output_root={out}", "name=t", "dataset=tiny", *overrides])
 
 
@@ -88,7 +88,7 @@ def test_aggregate_averages_saved_logits_and_reports_member_mean_std(tmp_path, n
         f = load_logits(p)
         member_aucs.append(roc_auc_score(f["labels"], f["scores"]))
     assert metrics["member_mean"]["test_auc"] == pytest.approx(np.mean(member_aucs))
-    assert metrics["member_std"]["test_auc"] == pytest.approx(np.std(member_aucs, ddof=1))
+    assert metrics["member_std"]["test_auc"] == pytest.approx(np.std(member_aucs, ddof=0))
     # members share the validation set: the ensemble has val metrics and an operating point
     assert "val" in metrics and set(metrics["operating_point"]) == {"90tpr", "95tpr", "98tpr"}
     assert json.loads((edir / "metrics.json").read_text())["test"]["auc"] == metrics["test"]["auc"]
@@ -103,10 +103,20 @@ def test_members_with_their_own_validation_split_give_no_ensemble_val(tmp_path):
     assert not (edir / "logits_val.npz").exists()
 
 
-def test_single_member_has_no_std(tmp_path):
+def test_single_member_has_zero_std(tmp_path):
     fake_member(member_dir(tmp_path, 1), seed=1)
     metrics = aggregate(tmp_path)
-    assert metrics["member_std"]["test_auc"] is None
+    assert metrics["member_std"]["test_auc"] == 0.0
+
+
+def test_member_summary_is_the_population_std_of_alm_tables_10_11():
+    # AUCs 0.80, 0.84, 0.90: mean 0.8466666667; deviations -0.0466667, -0.0066667, 0.0533333,
+    # squares sum to 0.0050666667; / 3 members (ddof 0) = 0.0016888889, sqrt = 0.0410960934
+    # (the sample std, / 2, would be 0.0503322296)
+    reports = [{"auc": 0.80, "n_pos": 10}, {"auc": 0.84, "n_pos": 10}, {"auc": 0.90, "n_pos": 10}]
+    mean, std = member_summary(reports)
+    assert mean == pytest.approx({"auc": 0.8466666667}) and std == pytest.approx({"auc": 0.0410960934})
+    assert member_summary([{"auc": 0.7}]) == ({"auc": 0.7}, {"auc": 0.0})
 
 
 def test_multiclass_members_use_the_critical_classes_of_their_config(tmp_path):
@@ -183,8 +193,8 @@ def test_one_member_per_job_and_unfinished_attempts_are_redone(tmp_path):
 def test_member_config_points_outputs_to_the_member_dir(tmp_path):
     seen = []
 
-    def capture(cfg, run_dir):
-        seen.append((cfg.logger.save_dir, cfg.ensemble.key, cfg.dataset.seed))
+    def capture(cfg, run_dir):  # the run dir is the member dir; the logger writes into it (build_trainer)
+        seen.append((str(run_dir), cfg.ensemble.key, cfg.dataset.seed))
         return fake_member(Path(run_dir), 1)
 
     train_members(compose_cfg(tmp_path, "ensemble.member=2", "ensemble.key=mine"), capture)
@@ -197,7 +207,7 @@ def test_ensemble_key_ignores_seed_member_and_paths_only(tmp_path):
     base = ensemble_key(compose_cfg(tmp_path), choices)
     assert base.startswith("tiny-bce-none-")
     for same in (["seed=7"], ["ensemble.member=3", "ensemble.members=10"], ["paths.data_dir=/elsewhere"],
-                 ["trainer.num_threads=4", "trainer.progress_bar=false"], ["logger=none"]):
+                 ["trainer.num_threads=4", "trainer.enable_progress_bar=false"], ["logger=none"]):
         assert ensemble_key(compose_cfg(tmp_path / "other", *same), choices) == base, same
     for other in (["optimizer.lr=0.5"], ["dataset.ratio=20"], ["model.width=16"]):
         assert ensemble_key(compose_cfg(tmp_path, *other), choices) != base, other
@@ -265,6 +275,6 @@ def test_train_py_ensemble_end_to_end(train):
     assert sorted(members["member"]) == [1, 2, 3] and sorted(members["seed"]) == [1, 2, 3]
     last = rows.iloc[-1]
     assert last["member_mean_test_auc"] == pytest.approx(members["test_auc"].mean())
-    assert last["member_std_test_auc"] == pytest.approx(members["test_auc"].std(ddof=1))
+    assert last["member_std_test_auc"] == pytest.approx(members["test_auc"].std(ddof=0))
     for m in (1, 2, 3):  # every member wrote its own per-epoch log
         assert (member_dir(edir, m) / "csv" / "metrics.csv").is_file()

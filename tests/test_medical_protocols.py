@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from hightpr.data.adrenal3d import FILES, Adrenal3DDataModule, prepare_adrenal3d
@@ -404,30 +405,47 @@ def _ok(r):
     return r.metrics
 
 
+def _model_of(run_dir: Path) -> str:
+    return OmegaConf.load(run_dir / "config_resolved.yaml").model._target_
+
+
 def test_melanoma_trains_end_to_end(melanoma_data, tmp_path):
-    m = _ok(run_train(melanoma_data[0] / "data", tmp_path, "dataset=melanoma", "model=resnet18",
+    r = run_train(melanoma_data[0] / "data", tmp_path, "dataset=melanoma",
                       "dataset.image_size=32", "dataset.crop_padding=4", "dataset.decode_workers=0",
-                      "trainer.batch_size=16"))
+                  "trainer.batch_size=16")
+    m = _ok(r)
+    assert _model_of(r.run_dir).endswith("resnet18")  # the dataset brings its paper's model
     assert m["data"]["train_pos"] + m["data"]["train_neg"] > 2 * (m["test"]["n_pos"] + m["test"]["n_neg"])
     assert 0.0 <= m["test"]["auc"] <= 1.0
 
 
 def test_adrenal3d_trains_end_to_end(adrenal_data, tmp_path):
-    m = _ok(run_train(adrenal_data / "data", tmp_path, "dataset=adrenal3d", "model=cnn3d",
-                      "trainer.batch_size=16"))
+    r = run_train(adrenal_data / "data", tmp_path, "dataset=adrenal3d", "trainer.batch_size=16")
+    m = _ok(r)
+    assert _model_of(r.run_dir) == "hightpr.models.cnn3d.cnn3d"
     assert (m["test"]["n_pos"], m["test"]["n_neg"]) == (8, 16) and "fpr@0fn" in m["test"]
 
 
 def test_volumes_trains_end_to_end_with_rankreg_buffer(mri_data, tmp_path):
     """The dual-path input is one tensor, so RankReg's buffer concatenation works unchanged."""
-    m = _ok(run_train(mri_data, tmp_path, "dataset=volumes", "model=cnn3d_dual", "reg=rankreg",
-                      "model.num_logits=2", "trainer.batch_size=8", "buffer.size=4"))
+    r = run_train(mri_data, tmp_path, "dataset=volumes", "reg=rankreg", "model.num_logits=2",
+                  "trainer.batch_size=8", "reg.buffer.size=4")
+    m = _ok(r)
+    assert _model_of(r.run_dir) == "hightpr.models.cnn3d.cnn3d_dual"
     assert (m["test"]["n_pos"], m["test"]["n_neg"]) == (8, 16)
     assert all(f"fpr@{k}fn" in m["test"] for k in (0, 1, 2, 5))
 
 
+@pytest.mark.parametrize("model, fits", [("resnet10", "model=cnn3d, cnn3d_dual"),
+                                         ("cnn3d", "model=cnn3d, cnn3d_dual or adjust")])
+def test_a_model_that_cannot_take_the_data_is_refused(mri_data, tmp_path, model, fits):
+    r = run_train(mri_data, tmp_path, "dataset=volumes", f"model={model}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"model={model} cannot take the inputs of dataset=volumes" in r.stderr and fits in r.stderr
+
+
 def test_missing_data_is_one_clear_message(tmp_path):
-    r = run_train(tmp_path, tmp_path, "dataset=melanoma", "model=resnet18")
+    r = run_train(tmp_path, tmp_path, "dataset=melanoma")
     assert r.returncode != 0 and "prepare melanoma --from" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -447,7 +465,7 @@ def test_real_melanoma_protocol_trains(tmp_path):
     dm = MelanomaDataModule(data_dir / "melanoma", image_size=64)
     assert dm.summary() == {"train_pos": 463, "train_neg": 4784, "val_pos": 67, "val_neg": 683,
                             "test_pos": 132, "test_neg": 1367}
-    r = run_train(data_dir, tmp_path, "dataset=melanoma", "model=resnet18", "model.width=16",
+    r = run_train(data_dir, tmp_path, "dataset=melanoma", "model.width=16",
                   "dataset.image_size=64", "trainer.max_epochs=1", "dataset.positive_ratio=50")
     m = _ok(r)
     assert (m["test"]["n_pos"], m["test"]["n_neg"]) == (27, 1367)
@@ -459,7 +477,7 @@ def test_real_melanoma_protocol_trains(tmp_path):
 def test_real_adrenal3d_protocol_trains(tmp_path):
     data_dir = tmp_path / "data"
     prepare_adrenal3d(data_dir, SOURCE / "medmnist3d")
-    m = _ok(run_train(data_dir, tmp_path, "dataset=adrenal3d", "model=cnn3d", "trainer.max_epochs=10",
+    m = _ok(run_train(data_dir, tmp_path, "dataset=adrenal3d", "trainer.max_epochs=10",
                       "trainer.patience=10"))
     assert m["data"] == {"train_pos": 259, "train_neg": 929, "val_pos": 22, "val_neg": 76,
                          "test_pos": 69, "test_neg": 229}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,8 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from hightpr.regularizers import PositiveBuffer, RankReg, rank_penalty
+from tests.conftest import CONF_PATH
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(CONF_PATH)
 BUF = {"strategy": "dequeue_max", "size": 32, "in_base_loss": True}
 
 
@@ -323,9 +323,9 @@ def test_invalid_regulariser_settings():
 @pytest.mark.parametrize(
     ("overrides", "strategy", "size", "in_base"),
     [(["reg=rankreg"], "dequeue_max", 32, True),
-     (["reg=rankreg", "buffer=fifo", "buffer.size=5"], "fifo", 5, True),
-     (["reg=rankreg", "buffer=dequeue_min", "buffer.in_base_loss=false"], "dequeue_min", 32, False),
-     (["reg=rankreg", "buffer=none"], None, 0, False),
+     (["reg=rankreg", "reg/buffer=fifo", "reg.buffer.size=5"], "fifo", 5, True),
+     (["reg=rankreg", "reg/buffer=dequeue_min", "reg.buffer.in_base_loss=false"], "dequeue_min", 32, False),
+     (["reg=rankreg", "reg/buffer=none"], None, 0, False),
      (["experiment=rankreg"], "dequeue_max", 32, True)],
 )
 def test_config_builds_the_regulariser(overrides, strategy, size, in_base):
@@ -343,7 +343,7 @@ def test_config_builds_the_regulariser(overrides, strategy, size, in_base):
 
 
 @pytest.mark.parametrize(
-    "overrides", [("reg=rankreg", "buffer=dequeue_max"), ("experiment=rankreg", "buffer=fifo")]
+    "overrides", [("reg=rankreg", "reg/buffer=dequeue_max"), ("experiment=rankreg", "reg/buffer=fifo")]
 )
 def test_training_run_logs_the_rankreg_quantities(train, overrides):
     r = train(*overrides)

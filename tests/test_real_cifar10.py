@@ -28,7 +28,7 @@ def test_binary_protocol_counts_on_real_data(ratio, n_pos):
 @needs_data
 @pytest.mark.slow
 def test_cpu_quick_learns_on_real_data(tmp_path):
-    r = run_train(DATA, tmp_path, "trainer=cpu_quick", "trainer.progress_bar=false", fast=False)
+    r = run_train(DATA, tmp_path, "trainer=cpu_quick", "trainer.enable_progress_bar=false", fast=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.metrics["test"]["auc"] > 0.75
     assert (r.metrics["test"]["n_pos"], r.metrics["test"]["n_neg"]) == (1000, 1000)

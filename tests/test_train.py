@@ -14,10 +14,10 @@ TPR_KEYS = ("fpr@90tpr", "fpr@92tpr", "fpr@95tpr", "fpr@98tpr", "fpr@100tpr")
 
 @pytest.fixture(scope="module")
 def first_run(tiny_data_dir, tmp_path_factory):
-    """One default run shared by the output checks (module scope: trained once)."""
-    from tests.conftest import run_train
+    """One default run of `python train.py` shared by the output checks (module scope: trained once)."""
+    from tests.conftest import run_train_subprocess
 
-    return run_train(tiny_data_dir, tmp_path_factory.mktemp("run"))
+    return run_train_subprocess(tiny_data_dir, tmp_path_factory.mktemp("run"))
 
 
 def test_run_writes_every_output(first_run):
@@ -88,7 +88,13 @@ def test_init_from_checkpoint(train, first_run):
         ("paths.data_dir=/nonexistent", "python -m hightpr.data.prepare cifar10"),
         ("init_from=/nonexistent.ckpt", "no such checkpoint file"),
         ("dataset.ratio=0.01", "positives but only"),
-        ("dataset.ratio=abc", "invalid configuration"),
+        ("dataset.ratio=abc", "invalid dataset configuration"),
+        ("++trainer.limit_train_batch=3",
+         "trainer.limit_train_batch: no component reads this setting; did you mean limit_train_batches?"),
+        ("++trainer.no_such_key=1", "trainer.no_such_key: no component reads this setting"),
+        ("+loss.bta=0.9 loss=cbbce", "loss.bta: no component reads this setting; did you mean beta?"),
+        ("+seeed=3", "seeed: no component reads this setting; did you mean seed?"),
+        ("++trainer.callbacks=[]", "trainer.callbacks is set by hightpr itself"),
         ("optimizer.lr=-1", "Invalid learning rate: -1"),
         ("reg=rankreg reg.penalty=quartic", "penalty must be one of"),
     ],
@@ -99,3 +105,25 @@ def test_bad_input_is_one_clear_message(train, override, expect):
     assert expect in r.stderr
     assert "Traceback" not in r.stderr
     assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) <= 1
+
+
+def test_trainer_takes_lightning_arguments_by_their_own_names(train):
+    r = train("trainer.limit_train_batches=3", "trainer.batch_size=8", "trainer.max_epochs=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.metrics["global_step"] == 3  # 129 training samples would be 17 batches of 8
+    quick = train("trainer.fast_dev_run=true")
+    assert quick.returncode == 0, quick.stderr[-3000:]
+    assert quick.metrics["global_step"] == 1
+
+
+def test_the_cli_refuses_an_unread_key_in_one_line(train_cli):
+    r = train_cli("++trainer.no_such_key=1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "trainer.no_such_key" in errors[0]
+
+
+def test_debug_shows_the_stack_of_a_user_error(train_cli, monkeypatch):
+    monkeypatch.setenv("HIGHTPR_DEBUG", "1")
+    r = train_cli("dataset.ratio=abc")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "TypeError" in r.stderr

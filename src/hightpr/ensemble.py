@@ -22,16 +22,17 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
-from hightpr.metrics.evaluators import BinaryEvaluator, Evaluator
+from hightpr.metrics.evaluators import Evaluator
 from hightpr.runs import flatten, load_logits, save_logits, save_metrics
+from hightpr.task import Task
 
 MEMBER_PREFIX = "member_"
 # Config parts that do not change what a member learns: they stay out of the ensemble key.
 KEY_IGNORED_TOP = ("seed", "name", "paths", "ensemble", "logger", "hydra")
 KEY_IGNORED = {
     "dataset": ("seed", "root", "eval_batch_size"),
-    "trainer": ("progress_bar", "num_threads", "log_every_n_steps", "model_summary", "accelerator",
-                "devices", "eval_batch_size", "deterministic"),
+    "trainer": ("enable_progress_bar", "num_threads", "log_every_n_steps", "enable_model_summary",
+                "accelerator", "devices", "eval_batch_size", "deterministic"),
 }
 KEY_CHOICES = ("dataset", "loss", "reg")
 
@@ -119,31 +120,32 @@ def average_logits(outputs: Sequence[Mapping[str, np.ndarray]],
     return {"ids": ref["ids"], "labels": ref["labels"], "logits": mean}
 
 
-def member_summary(reports: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], dict]:
-    """(mean, std) over the members of every numeric report key; std is the sample std (ddof 1),
-    None with a single member. Counts (n_pos, n_neg) are left out."""
+def member_summary(reports: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """(mean, std) over the members of every numeric report key. The std is the population std
+    (np.std, ddof 0), the ± of ALM Tables 10-11 in the official aggregation; a single member gives
+    0.0. Counts (n_pos, n_neg) are left out."""
     keys = [k for k in reports[0] if not k.startswith("n_") and all(k in r for r in reports)]
     mean = {k: float(np.mean([r[k] for r in reports])) for k in keys}
-    std = {k: (float(np.std([r[k] for r in reports], ddof=1)) if len(reports) > 1 else None) for k in keys}
+    std = {k: float(np.std([r[k] for r in reports], ddof=0)) for k in keys}
     return mean, std
 
 
-def default_evaluator(num_logits: int, run_dir: Path | None = None) -> Evaluator:
-    """Binary for 1-2 logits; multi-class with the critical classes of a member's config
-    (`dataset.critical_classes`; null means the last class, as the long-tailed data does)."""
-    if num_logits <= 2:
-        return BinaryEvaluator()
-    path = Path(run_dir) / "config_resolved.yaml" if run_dir is not None else None
-    dataset = (OmegaConf.load(path).get("dataset") or {}) if path is not None and path.is_file() else {}
-    if "critical_classes" in dataset:
-        from hightpr.metrics.multiclass import MulticlassEvaluator
-
-        critical = dataset["critical_classes"]
-        critical = [num_logits - 1] if critical is None else OmegaConf.to_object(critical) \
-            if OmegaConf.is_config(critical) else critical
-        return MulticlassEvaluator(critical)
-    raise HightprError(f"the members have {num_logits} logits (multi-class) and their config names no "
-                       "dataset.critical_classes: pass them, e.g. hightpr-ensemble DIR --critical 9")
+def task_of_run(run_dir: Path, num_logits: int) -> Task:
+    """The task a member trained on: as its metrics.json records it (runs of earlier versions: the
+    `dataset.critical_classes` of its config, the rule the training wiring applies)."""
+    metrics = Path(run_dir) / "metrics.json"
+    recorded = json.loads(metrics.read_text()).get("task") if metrics.is_file() else None
+    if recorded:
+        return Task.from_dict(recorded)
+    path = Path(run_dir) / "config_resolved.yaml"
+    dataset = (OmegaConf.load(path).get("dataset") or {}) if path.is_file() else {}
+    critical = dataset.get("critical_classes")
+    if critical:
+        return Task(num_logits, tuple(int(c) for c in critical))
+    if num_logits > 2:
+        raise HightprError(f"the members have {num_logits} logits (multi-class) and record no critical "
+                           "classes: pass them, e.g. hightpr-ensemble DIR --critical 9")
+    return Task()
 
 
 def _with_scores(avg: dict[str, np.ndarray], evaluator: Evaluator) -> dict[str, np.ndarray]:
@@ -170,7 +172,7 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     names = [p.name for p in members.values()]
     member_metrics = [json.loads((p / "metrics.json").read_text()) for p in members.values()]
     test = average_logits([load_logits(p / "logits_test.npz") for p in members.values()], names)
-    evaluator = evaluator or default_evaluator(test["logits"].shape[1], next(iter(members.values())))
+    evaluator = evaluator or task_of_run(next(iter(members.values())), test["logits"].shape[1]).evaluator()
     outputs = {"test": _with_scores(test, evaluator)}
     val_files = [p / "logits_val.npz" for p in members.values()]
     if all(f.is_file() for f in val_files):

@@ -1,4 +1,17 @@
-"""User-facing errors: one clear line that names the fix, never a stack trace."""
+"""User-facing errors: one clear line that names the fix, never a stack trace.
+
+Every entry point runs inside `user_errors()`, the one error boundary: a `HightprError`
+(or a Hydra config error) ends as `error: ...` on stderr and exit code 2. `HIGHTPR_DEBUG=1`
+shows the full stack of any error instead, with the original cause chained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class HightprError(Exception):
@@ -7,3 +20,21 @@ class HightprError(Exception):
 
 class DataMissingError(HightprError):
     """The prepared data is not where the config says it is."""
+
+
+def debugging() -> bool:
+    """`HIGHTPR_DEBUG=1`: let every error through with its full stack."""
+    return os.environ.get("HIGHTPR_DEBUG", "") not in ("", "0")
+
+
+@contextmanager
+def user_errors(exit_code: int = 2) -> Iterator[None]:
+    """The error boundary of a command: a user error becomes one line and `exit_code`."""
+    try:
+        yield
+    except HightprError as err:
+        if debugging():
+            raise
+        logging.getLogger("hightpr").debug("user error", exc_info=True)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(exit_code)

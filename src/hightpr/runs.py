@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
 
@@ -79,3 +80,22 @@ def append_run(csv_path: Path, row: Mapping[str, object]) -> None:
                 return
             new = pd.concat([old, new], ignore_index=True)
         new.to_csv(csv_path, index=False)
+
+
+ROW_GROUPS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler")
+
+
+def runs_row(cfg: DictConfig, run_dir: Path, reports: Mapping[str, Mapping], choices: Mapping[str, str]
+             ) -> dict[str, object]:
+    """One tidy row: config choices, every hyper-parameter, seed, every val/test metric."""
+    row = {"run_dir": str(run_dir), "name": cfg.name, "seed": cfg.seed, **choices}
+    member = (cfg.get("ensemble") or {}).get("member")
+    row.update({"kind": "single"} if member is None else
+               {"kind": "member", "ensemble_key": cfg.ensemble.get("key"), "member": member})
+    for group in ROW_GROUPS:
+        node = cfg.get(group)
+        if node is not None:
+            row.update(flatten(group, OmegaConf.to_container(node, resolve=True), skip=("root",)))
+    for stage, report in reports.items():
+        row.update({f"{stage}_{k}": v for k, v in report.items()})
+    return row

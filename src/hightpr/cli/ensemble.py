@@ -53,8 +53,6 @@ def member_config(cfg: DictConfig, member: int, ensemble_dir: Path) -> DictConfi
         mcfg.seed = int(cfg.ensemble.get("base_seed") or 0) + member
         mcfg.ensemble.member = member
         mcfg.ensemble.key = ensemble_dir.name
-        if mcfg.get("logger") is not None and "save_dir" in mcfg.logger:
-            mcfg.logger.save_dir = str(member_dir(ensemble_dir, member))
     return mcfg
 
 

@@ -91,7 +91,7 @@ def _describe(path: Path, size: int) -> str:
 
 def missing_message(root: Path, size: int) -> str:
     return (f"AdrenalMNIST3D {size}^3 not found: {root / FILES[size]}. Prepare it with "
-            f"`python -m hightpr.data.prepare adrenal3d --from ../shared/data/medmnist3d --data-dir "
+            f"`python -m hightpr.data.prepare adrenal3d --from DIR --data-dir "
             f"{root.parent}` (or set paths.data_dir to where it is)")
 
 
@@ -113,7 +113,7 @@ class Adrenal3DDataModule(TensorDataModule):
     """AdrenalMNIST3D with its official train/val/test splits; label 1 (mass) is the critical class.
 
     `val_split="member"` pools the official train + val and draws member `seed`'s own stratified
-    80/20 train/val split (DESIGN 'Ensembles' for small sets); the test split never moves.
+    80/20 train/val split (docs/design.md 'Ensembles' for small sets); the test split never moves.
     Sample ids: position in official train, then val, then test (stable across seeds).
     """
 

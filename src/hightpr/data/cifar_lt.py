@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from hightpr.data.cifar_binary import CIFARDataModule
-from hightpr.data.splits import BinarySplit, class_tuple, long_tail_split
+from hightpr.data.cifar import CIFARDataModule
+from hightpr.data.splits import SplitIndices, class_tuple, long_tail_split
 from hightpr.errors import HightprError
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -52,7 +52,7 @@ class LongTailCIFARDataModule(CIFARDataModule):
         self.split_args = dict(num_classes=self.num_classes, imbalance=imbalance, seed=seed,
                                val_per_class=val_per_class, n_max=n_max, split_seed=split_seed)
 
-    def make_split(self, train_labels: torch.Tensor, test_labels: torch.Tensor) -> BinarySplit:
+    def make_split(self, train_labels: torch.Tensor, test_labels: torch.Tensor) -> SplitIndices:
         return long_tail_split(train_labels, test_labels, **self.split_args)
 
     @property

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from hightpr.data.cifar_binary import BinaryCIFARDataModule
-from hightpr.data.splits import BinarySplit, small_split
+from hightpr.data.splits import SplitIndices, small_split
 
 
 class SmallCIFARDataModule(BinaryCIFARDataModule):
@@ -45,5 +45,5 @@ class SmallCIFARDataModule(BinaryCIFARDataModule):
             test_negatives=test_negatives, test_balanced=test_balanced, split_seed=split_seed,
         )
 
-    def make_split(self, train_labels: torch.Tensor, test_labels: torch.Tensor) -> BinarySplit:
+    def make_split(self, train_labels: torch.Tensor, test_labels: torch.Tensor) -> SplitIndices:
         return small_split(train_labels, test_labels, **self.split_args)

@@ -269,7 +269,7 @@ class MelanomaDataModule(TensorDataModule):
         if not csv.is_file():
             raise DataMissingError(
                 f"Melanoma not found: {csv}. Prepare it with `python -m hightpr.data.prepare melanoma "
-                f"--from ../shared/data/melanoma --data-dir {self.root.parent}` (or set paths.data_dir)")
+                f"--from DIR --data-dir {self.root.parent}` (or set paths.data_dir)")
         table = read_table(csv)
         y = torch.tensor(table["target"].to_numpy(dtype=np.int64))
         groups = None

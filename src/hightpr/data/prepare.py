@@ -6,8 +6,8 @@
     python -m hightpr.data.prepare cifar100 --download                  # torchvision, online
     python -m hightpr.data.prepare cifar100 --from cifar-100-python.tar.gz   # or its folder
     python -m hightpr.data.prepare tiny-cifar100                        # synthetic CIFAR-100 format
-    python -m hightpr.data.prepare melanoma --from ../shared/data/melanoma     # train.csv + image tar
-    python -m hightpr.data.prepare adrenal3d --from ../shared/data/medmnist3d  # AdrenalMNIST3D npz
+    python -m hightpr.data.prepare melanoma --from DIR     # DIR: train.csv + image tar
+    python -m hightpr.data.prepare adrenal3d --from DIR     # DIR: AdrenalMNIST3D npz
     python -m hightpr.data.prepare synthetic-mri [--ratio 2|8]          # SYNTHETIC MRI-style volumes
 
 The data dir defaults to $HIGHTPR_DATA_DIR, else ./data. Every target is verified after writing
@@ -102,8 +102,12 @@ def _prepare_cifar(
         from torchvision.datasets import CIFAR10, CIFAR100
 
         dataset = {"cifar10": CIFAR10, "cifar100": CIFAR100}[which]
-        for train in (True, False):
-            dataset(root=str(data_dir), train=train, download=True)
+        try:
+            for train in (True, False):
+                dataset(root=str(data_dir), train=train, download=True)
+        except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
+            raise HightprError(f"could not download {which} ({err}); offline? prepare it from a local copy "
+                               f"with --from ARCHIVE instead") from err
     elif build is not None:
         build()
     else:

@@ -11,7 +11,7 @@ from hightpr.errors import HightprError
 
 
 @dataclass(frozen=True)
-class BinarySplit:
+class SplitIndices:
     """Indices into the source train split (train, val) and test split (test)."""
 
     train: torch.Tensor
@@ -51,8 +51,8 @@ def binary_split(
     val_per_class: int = 100,
     negative_fraction: float = 0.9,
     split_seed: int = 0,
-) -> BinarySplit:
-    """Binary imbalanced protocol (ALM / RankReg CIFAR): DESIGN.md 'Binary CIFAR-10/100'.
+) -> SplitIndices:
+    """Binary imbalanced protocol (ALM / RankReg CIFAR): docs/design.md 'Binary CIFAR-10'.
 
     Either side may be a group of classes (binary CIFAR-100: five aquatic-mammal fine classes
     vs shark). A fixed (split_seed) `val_per_class` images per class are held out of the train
@@ -88,7 +88,7 @@ def binary_split(
     train.append(neg_pool[torch.randperm(len(neg_pool), generator=draw)[:n_neg]])
     train.append(pos_pool[torch.randperm(len(pos_pool), generator=draw)[:n_pos]])
     test_mask = torch.isin(test_labels, torch.tensor(negatives + positives))
-    return BinarySplit(
+    return SplitIndices(
         train=torch.cat(train).sort().values,
         val=torch.cat(val).sort().values,
         test=torch.nonzero(test_mask).flatten(),
@@ -169,7 +169,7 @@ def melanoma_split(
     split_seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     positive_ratio: float | None = None,
-) -> BinarySplit:
+) -> SplitIndices:
     """Melanoma (RankReg §4.1): stratified 70/10/20 train/val/test, grouped by patient if known.
 
     One fixed split (`split_seed`): the paper trains no ensemble on Melanoma. `positive_ratio`
@@ -178,7 +178,7 @@ def melanoma_split(
     parts = stratified_group_split(labels, fractions, split_seed, groups)
     parts = [subsample_positives(labels, p, positive_ratio, split_seed * 1000 + 17 + k)
              for k, p in enumerate(parts)]
-    return BinarySplit(train=parts[0], val=parts[1], test=parts[2])
+    return SplitIndices(train=parts[0], val=parts[1], test=parts[2])
 
 
 def member_split(
@@ -189,7 +189,7 @@ def member_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ensemble member's own stratified (1 - val_fraction) / val_fraction train/val split (ALM-v1 §5.2).
 
-    Member `seed` reshuffles the whole pool, so every member trains on a different 80% (DESIGN
+    Member `seed` reshuffles the whole pool, so every member trains on a different 80% (docs/design.md
     'Ensembles': MRI-style volumes and small sets). Indices are into `labels`.
     """
     if not 0.0 < val_fraction < 1.0:
@@ -216,7 +216,7 @@ def small_split(
     test_negatives: int | None = None,
     test_balanced: bool = False,
     split_seed: int = 0,
-) -> BinarySplit:
+) -> SplitIndices:
     """Small CIFAR-10 protocol of ALM-v1 (§5.1, appendix B; ALM Table 16).
 
     Each seed (ensemble member) redraws, from the whole train split, `train_negatives` +
@@ -251,7 +251,7 @@ def small_split(
         t_pos = _take(t_pos[torch.randperm(len(t_pos), generator=fixed)],
                       positives_for_ratio(n_neg, ratio),
                       f"test positives of class {positive_class} at ratio 1:{ratio}", "dataset.ratio")
-    return BinarySplit(
+    return SplitIndices(
         train=train.sort().values, val=val.sort().values, test=torch.cat([t_neg, t_pos]).sort().values
     )
 
@@ -283,7 +283,7 @@ def long_tail_split(
     val_per_class: int = 100,
     n_max: int | None = None,
     split_seed: int = 0,
-) -> BinarySplit:
+) -> SplitIndices:
     """Long-tailed CIFAR-10/100 (ALM §5.1, LDAM): a multi-class split with balanced val and test.
 
     A fixed (split_seed) `val_per_class` images of every class are held out of the train split
@@ -309,7 +309,7 @@ def long_tail_split(
     draw = torch.Generator().manual_seed(int(seed))
     train = [p[torch.randperm(len(p), generator=draw)[:n]] for p, n in zip(pools, counts, strict=True)]
     test = torch.nonzero(test_labels < num_classes).flatten()
-    return BinarySplit(train=torch.cat(train).sort().values, val=torch.cat(val).sort().values, test=test)
+    return SplitIndices(train=torch.cat(train).sort().values, val=torch.cat(val).sort().values, test=test)
 
 
 NOISE_STREAM = 7_919  # label noise draws from its own stream, not the training-data draw's

@@ -17,10 +17,12 @@ class BaseLoss(nn.Module):
     ids, for losses that keep per-sample state (LibAUC's pAUC); the others ignore them.
     """
 
-    num_logits: ClassVar[int | None] = 1  # None: one logit per class (multi-class losses)
-    normed_head: ClassVar[bool] = False
-    needs_dual_sampler: ClassVar[bool] = False  # both classes in every batch (sampler=dual)
-    required_optimizer: ClassVar[str | None] = None  # `_target_` of the optimizer it prescribes
+    # What the loss needs, declared (the wiring in `hightpr.build` reads these, nothing else):
+    num_logits: ClassVar[int | None] = 1  # head size; None: one logit per class (multi-class losses)
+    normed_head: ClassVar[bool] = False  # cosine head (LDAM)
+    data_facts: ClassVar[tuple[str, ...]] = ("class_counts",)  # `DataFacts` fields given to __init__
+    required_sampler: ClassVar[str | None] = None  # class path of the batch sampler it needs (or a subclass)
+    required_optimizer: ClassVar[str | None] = None  # class path of the optimizer it prescribes
 
     def __init__(self, class_counts: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -28,6 +30,11 @@ class BaseLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def logits_for(cls, num_classes: int) -> int:
+        """Head size on data with `num_classes` classes: `num_logits`, or one per class when None."""
+        return cls.num_logits or num_classes
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Hook for losses with an epoch schedule (LDAM's deferred re-weighting); a no-op here."""

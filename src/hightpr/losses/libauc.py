@@ -24,6 +24,8 @@ from hightpr.losses.binary import score_and_labels
 
 INSTALL = "pip install --no-deps 'libauc==2.0.1' (or make setup)"
 
+DUAL_SAMPLER = "hightpr.data.samplers.DualBatchSampler"  # both classes in every batch (sampler=dual)
+
 
 def _libauc():
     try:
@@ -46,7 +48,8 @@ class LibAUCPartialAUCDRO(BaseLoss):
     Keeps LibAUC's moving average u per flipped positive (our negatives), indexed by sample id.
     """
 
-    needs_dual_sampler = True
+    data_facts = ("class_counts", "num_sample_ids")
+    required_sampler = DUAL_SAMPLER
 
     def __init__(self, num_sample_ids: int | None = None, gamma: float = 0.9, margin: float = 1.0,
                  Lambda: float = 1.0, surr_loss: str = "squared_hinge",
@@ -72,7 +75,7 @@ class LibAUCPartialAUCDRO(BaseLoss):
 class LibAUCAUCM(BaseLoss):
     """`libauc_aucm`: AUC-margin min-max loss (Yuan et al. 2021), trained with LibAUC's PESG."""
 
-    needs_dual_sampler = True
+    required_sampler = DUAL_SAMPLER
     required_optimizer = "libauc.optimizers.PESG"
 
     def __init__(self, margin: float = 1.0, version: str = "v1",

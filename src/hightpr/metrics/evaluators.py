@@ -12,8 +12,9 @@ import numpy as np
 
 from hightpr.metrics.operating_point import OPERATING_TPRS, operating_points
 from hightpr.metrics.roc import binary_report
+from hightpr.task import Task
 
-EVAL_TPRS = (0.90, 0.92, 0.95, 0.98, 1.00)
+EVAL_TPRS = (0.90, 0.92, 0.95, 0.96, 0.98, 0.99, 1.00)  # ALM Table 6 adds 96 and 99
 EVAL_FNS = (0, 1, 2, 5)  # FPR at k false negatives (ALM Tables 3, 15: MRI-style small test sets)
 
 
@@ -33,21 +34,20 @@ class BinaryEvaluator:
     monitor = "auc"
 
     def __init__(self, tprs: tuple[float, ...] = EVAL_TPRS, fns: tuple[int, ...] = EVAL_FNS,
-                 operating_tprs: tuple[float, ...] = OPERATING_TPRS) -> None:
+                 operating_tprs: tuple[float, ...] = OPERATING_TPRS, task: Task | None = None,
+                 delta: float = 0.05) -> None:
         self.tprs, self.fns, self.operating_tprs = tuple(tprs), tuple(fns), tuple(operating_tprs)
+        self.task = task or Task()
+        self.delta = float(delta)  # P(TPR < target) allowed at the guaranteed (np_*) operating points
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
-        logits = np.asarray(logits)
-        if logits.ndim == 1 or logits.shape[1] == 1:
-            return logits.reshape(-1)
-        if logits.shape[1] == 2:
-            return logits[:, 1] - logits[:, 0]
-        raise ValueError(f"binary evaluation needs 1 or 2 logits, got {logits.shape[1]}")
+        """The task's one scoring rule (`Task.score`) on numpy logits."""
+        return self.task.scores(logits)
 
     def __call__(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return binary_report(self.scores(logits), labels, self.tprs, self.fns)
 
     def operating_points(self, val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
-        """Threshold reaching each target TPR on validation, and the TPR/FPR it gives on test."""
+        """Validation-quantile and guaranteed thresholds per target TPR, and the TPR/FPR they give on test."""
         return operating_points(val["scores"], val["labels"], test["scores"], test["labels"],
-                                self.operating_tprs)
+                                self.operating_tprs, self.delta)

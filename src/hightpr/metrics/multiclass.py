@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hightpr.metrics.roc import roc_auc
+from hightpr.task import Task
 
 
 def _as_arrays(logits, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -141,13 +142,17 @@ class MulticlassEvaluator:
 
     monitor = "accuracy"
 
-    def __init__(self, critical_classes: int | Sequence[int], tprs: Sequence[float] = (0.8, 0.9)) -> None:
+    def __init__(self, critical_classes: int | Sequence[int], tprs: Sequence[float] = (0.8, 0.9),
+                 task: Task | None = None) -> None:
         self.critical = [int(critical_classes)] if np.ndim(critical_classes) == 0 else \
             [int(c) for c in critical_classes]
         self.tprs = tuple(tprs)
+        self.task = task  # None: built on first use, when the number of classes is known
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
-        return np.asarray(logits)[:, self.critical[0]]
+        """The task's one scoring rule (`Task.score`): the first critical class's logit."""
+        task = self.task or Task(np.asarray(logits).shape[1], tuple(self.critical))
+        return task.scores(logits)
 
     def __call__(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return multiclass_report(logits, labels, self.critical, self.tprs)

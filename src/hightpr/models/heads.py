@@ -37,5 +37,5 @@ def binary_score(logits: torch.Tensor) -> torch.Tensor:
 
 
 def critical_score(logits: torch.Tensor, critical_class: int) -> torch.Tensor:
-    """Multi-class score: the critical class's logit (DESIGN.md 'Score'); bind the class with partial."""
+    """Multi-class score: the critical class's logit (docs/design.md, 'Score'); bind it with partial."""
     return logits[:, critical_class]

@@ -2,10 +2,10 @@
 
 from hightpr.regularizers.alm import ALMRegularizer, MultiClassALMRegularizer, alm_penalty
 from hightpr.regularizers.base import NoRegularizer, Regularizer
-from hightpr.regularizers.buffer import PositiveBuffer
+from hightpr.regularizers.buffer import BufferConfig, PositiveBuffer
 from hightpr.regularizers.rankreg import RankReg, rank_penalty
 
 __all__ = [
-    "ALMRegularizer", "MultiClassALMRegularizer", "NoRegularizer", "PositiveBuffer", "RankReg",
-    "Regularizer", "alm_penalty", "rank_penalty",
+    "ALMRegularizer", "BufferConfig", "MultiClassALMRegularizer", "NoRegularizer", "PositiveBuffer",
+    "RankReg", "Regularizer", "alm_penalty", "rank_penalty",
 ]

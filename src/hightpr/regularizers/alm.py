@@ -35,6 +35,8 @@ from hightpr.regularizers.base import Regularizer
 
 SCORES = ("logit", "prob")
 MU_COMPARE = ("previous", "best")
+MU_SCHEDULES = ("paper", "official")
+DEFAULT_MU_MARGIN = {"paper": 0.0, "official": 0.05}  # the official code needs a drop > 0.05
 VARIANTS = ("m1", "m2")
 
 
@@ -42,6 +44,8 @@ def _augmented_term(
     q: torch.Tensor, lambdas: torch.Tensor, mu: torch.Tensor | float, n_pairs: torch.Tensor | float
 ) -> torch.Tensor:
     """Eq. 5 from the per-constraint violations q (rows owning no constraint have q = 0)."""
+    if isinstance(mu, torch.Tensor):
+        mu = mu.to(q.dtype)  # the schedule keeps mu in float64, the term stays in q's precision
     return (0.5 * mu * q.square().sum() + (lambdas.to(q.dtype) * q).sum()) / n_pairs
 
 
@@ -70,6 +74,38 @@ def default_mu_cap(mu0: float, rho: float) -> float:
     return mu0 * rho**5 if mu0 < 1e-3 else mu0 * rho**3
 
 
+def paper_mu_step(mu: float, ref: float, val: float, rho: float, cap: float, margin: float) -> float:
+    """Algorithm 1: min(rho mu, cap) when `val` is below the reference by more than `margin`.
+
+    A NaN reference (the first validation with the constraint on) never counts as a drop.
+    """
+    return min(mu * rho, cap) if val < ref - margin else mu
+
+
+def official_mu_step(mu: float, ref: float, val: float, k: int, rho: float, cap: float, margin: float,
+                     from_scratch: bool = True) -> tuple[float, float, bool]:
+    """The official code's rule for the k-th validation with the constraint on (0-based).
+
+    Returns (mu, reference, frozen). From scratch: validation 0 is ignored, validation 1 sets the
+    reference, validation 2 grows mu unconditionally, later ones only on a drop larger than
+    `margin` below the previous validation. After a warm-up (the official continue-training
+    branch) validation 0 sets the reference and every later one follows the drop rule. From the
+    second validation on, the metric reaching 1.0 freezes mu; so does rho mu exceeding the cap
+    (mu is set to the cap, drop or not: the official order checks the cap first).
+    """
+    first = 1 if from_scratch else 0  # the validation that only sets the reference
+    if k < first:
+        return mu, ref, False
+    if k == first:
+        return mu, val, False
+    if val >= 1.0:
+        return mu, ref, True
+    if mu * rho > cap:
+        return cap, ref, True
+    grows = (from_scratch and k == first + 1) or val < ref - margin
+    return (mu * rho if grows else mu), val, False
+
+
 class ALMRegularizer(Regularizer):
     """`reg=alm`: the binary constraint of Eq. 4, one multiplier per training-sample id.
 
@@ -78,21 +114,25 @@ class ALMRegularizer(Regularizer):
     sigmoid, the paper text's variant).
 
     State, all registered buffers (so on the training device and in checkpoints): `lambdas`
-    [num_sample_ids], `seen` (which ids have owned a constraint), `mu`, and `ref_auc` (the
-    validation metric the next one is compared with).
+    [num_sample_ids], `seen` (which ids have owned a constraint), `mu`, `ref_auc` (the
+    validation metric the next one is compared with), `mu_validations` (validations with the
+    constraint on so far) and `mu_frozen` (the official schedule has stopped changing mu).
 
     Order within a step (Algorithm 1): the loss uses the multipliers lambda^(t); `after_step`
     then adds mu q^(t), with q^(t) the violations of that same forward pass (detached), so the
     update is the classical multiplier step at the point where the constraint was evaluated.
 
-    mu schedule (`on_validation_end`): mu <- min(rho mu, mu_cap) when the metric is below the
-    reference by more than `mu_margin`; the reference is the previous validation
-    (`mu_compare="previous"`, Algorithm 1) or the best so far (`"best"`). The first validation
-    with the constraint on only sets the reference.
+    mu schedule (`on_validation_end`), `mu_schedule="paper"` (Algorithm 1): mu <- min(rho mu,
+    mu_cap) when the metric is below the reference by more than `mu_margin` (default 0); the
+    reference is the previous validation (`mu_compare="previous"`) or the best so far (`"best"`);
+    the first validation with the constraint on only sets the reference. `mu_schedule="official"`:
+    the official code's rule (`official_mu_step`), margin 0.05 by default.
 
     ALM-v1 (two-step) mode: with `warmup_epochs=K` the term is 0 and nothing is updated during
     epochs 0..K-1.
     """
+
+    binary_only = True
 
     def __init__(
         self,
@@ -104,8 +144,9 @@ class ALMRegularizer(Regularizer):
         mu_cap: float | None = None,
         warmup_epochs: int = 0,
         score: str = "logit",
-        mu_margin: float = 0.0,
+        mu_margin: float | None = None,
         mu_compare: str = "previous",
+        mu_schedule: str = "paper",
     ) -> None:
         super().__init__(num_sample_ids)
         if num_sample_ids < 1:
@@ -116,19 +157,28 @@ class ALMRegularizer(Regularizer):
             raise HightprError(f"reg.score must be one of {SCORES}, got {score!r}")
         if mu_compare not in MU_COMPARE:
             raise HightprError(f"reg.mu_compare must be one of {MU_COMPARE}, got {mu_compare!r}")
+        if mu_schedule not in MU_SCHEDULES:
+            raise HightprError(f"reg.mu_schedule must be one of {MU_SCHEDULES}, got {mu_schedule!r}")
+        if mu_schedule == "official" and mu_compare != "previous":
+            raise HightprError("reg.mu_schedule=official compares with the previous validation: "
+                               "drop reg.mu_compare=best, or use reg.mu_schedule=paper")
         cap = default_mu_cap(mu0, rho) if mu_cap is None else float(mu_cap)
         if cap < mu0:
             raise HightprError(f"reg.mu_cap ({cap}) is below reg.mu0 ({mu0})")
         self.mu0, self.rho, self.mu_cap = float(mu0), float(rho), cap
         self.delta, self.lambda0 = float(delta), float(lambda0)
         self.warmup_epochs, self.score = int(warmup_epochs), score
-        self.mu_margin, self.mu_compare = float(mu_margin), mu_compare
+        self.mu_schedule, self.mu_compare = mu_schedule, mu_compare
+        self.mu_margin = DEFAULT_MU_MARGIN[mu_schedule] if mu_margin is None else float(mu_margin)
         self.active = self.warmup_epochs == 0
 
         self.register_buffer("lambdas", torch.full((num_sample_ids,), self.lambda0))
         self.register_buffer("seen", torch.zeros(num_sample_ids, dtype=torch.bool))
-        self.register_buffer("mu", torch.tensor(self.mu0))
-        self.register_buffer("ref_auc", torch.tensor(math.nan))
+        # float64, so that the schedule's products and comparisons are those of the official code
+        self.register_buffer("mu", torch.tensor(self.mu0, dtype=torch.float64))
+        self.register_buffer("ref_auc", torch.tensor(math.nan, dtype=torch.float64))
+        self.register_buffer("mu_validations", torch.tensor(0))
+        self.register_buffer("mu_frozen", torch.tensor(False))
         # Epoch accumulators (sum of q, constraints evaluated, constraints satisfied): logs only.
         self.register_buffer("epoch_stats", torch.zeros(3), persistent=False)
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -185,16 +235,22 @@ class ALMRegularizer(Regularizer):
         self.epoch_stats.zero_()
 
     @torch.no_grad()
-    def on_validation_end(self, val_auc: float) -> None:
-        """mu <- min(rho mu, mu_cap) when the validation metric dropped (Algorithm 1)."""
-        if not self.active:
+    def on_validation_end(self, monitored: float) -> None:
+        """Update mu from the epoch's validation metric by `mu_schedule` (once per epoch: one host read)."""
+        if not self.active or bool(self.mu_frozen):
             return
-        val = torch.full_like(self.ref_auc, float(val_auc))
-        worse = val < self.ref_auc - self.mu_margin  # False while the reference is NaN
-        grown = torch.clamp(self.mu * self.rho, max=self.mu_cap)
-        self.mu.copy_(torch.where(worse, grown, self.mu))
-        ref = val if self.mu_compare == "previous" else torch.fmax(self.ref_auc, val)
-        self.ref_auc.copy_(ref)
+        val, mu, ref = float(monitored), float(self.mu), float(self.ref_auc)
+        frozen = False
+        if self.mu_schedule == "official":
+            mu, ref, frozen = official_mu_step(mu, ref, val, int(self.mu_validations), self.rho, self.mu_cap,
+                                               self.mu_margin, from_scratch=self.warmup_epochs == 0)
+        else:
+            mu = paper_mu_step(mu, ref, val, self.rho, self.mu_cap, self.mu_margin)
+            ref = val if self.mu_compare == "previous" or math.isnan(ref) else max(ref, val)
+        self.mu.fill_(mu)
+        self.ref_auc.fill_(ref)
+        self.mu_frozen.fill_(frozen)
+        self.mu_validations += 1
 
     def epoch_log(self) -> dict[str, torch.Tensor]:
         """mu, mean/max multiplier over the ids that own a constraint, mean violation q_j and the
@@ -204,17 +260,18 @@ class ALMRegularizer(Regularizer):
         lam_max = torch.where(self.seen, self.lambdas, -math.inf).max()
         q_sum, n_con, n_sat = self.epoch_stats.unbind()
         return {
-            "mu": self.mu.clone(),
+            "mu": self.mu.float(),
             "lambda_mean": lam_sum / n_seen.clamp_min(1),
             "lambda_max": torch.where(n_seen > 0, lam_max, 0.0),
             "violation_mean": q_sum / n_con.clamp_min(1),
             "satisfied_frac": n_sat / n_con.clamp_min(1),
-            "active": torch.full_like(self.mu, float(self.active)),
+            "active": torch.full_like(q_sum, float(self.active)),
         }
 
     def extra_repr(self) -> str:
         return (f"mu0={self.mu0}, rho={self.rho}, delta={self.delta}, mu_cap={self.mu_cap}, "
-                f"warmup_epochs={self.warmup_epochs}, score={self.score}")
+                f"warmup_epochs={self.warmup_epochs}, score={self.score}, mu_schedule={self.mu_schedule}, "
+                f"mu_margin={self.mu_margin}")
 
 
 class MultiClassALMRegularizer(ALMRegularizer):
@@ -226,6 +283,8 @@ class MultiClassALMRegularizer(ALMRegularizer):
     together) and |N| its non-critical samples, so one critical class gives exactly Eq. 5.
     `score="prob"` uses softmax probabilities instead of logits.
     """
+
+    binary_only = False
 
     def __init__(
         self,

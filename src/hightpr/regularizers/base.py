@@ -6,12 +6,18 @@ training device and is saved in checkpoints.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
+
+from hightpr.task import Task
 
 
 class Regularizer(nn.Module):
     """A term added to the base loss. The defaults make it a no-op (`reg=none`)."""
+
+    binary_only: ClassVar[bool] = False  # True: refuses multi-class data (binary ALM)
 
     def __init__(self, num_sample_ids: int = 0) -> None:
         super().__init__()
@@ -42,8 +48,13 @@ class Regularizer(nn.Module):
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called at the start of every training epoch (e.g. warm-up switches)."""
 
-    def on_validation_end(self, val_auc: float) -> None:
-        """Called after each validation during fitting (e.g. ALM's mu schedule)."""
+    def handles(self, task: Task) -> bool:
+        """Whether this regulariser can train on `task` (the wiring refuses a mismatch before training)."""
+        return task.binary or not self.binary_only
+
+    def on_validation_end(self, monitored: float) -> None:
+        """Called after each validation during fitting with the monitored metric (binary: AUC;
+        multi-class: accuracy), e.g. for ALM's mu schedule."""
 
     def epoch_log(self) -> dict[str, torch.Tensor]:
         """Quantities to log once per epoch (tensors; no host sync inside steps)."""

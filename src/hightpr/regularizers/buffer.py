@@ -22,10 +22,40 @@ Ties (equal scores or ages) are broken by slot index, then batch order: determin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 STRATEGIES = ("dequeue_max", "fifo", "dequeue_min")
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """RankReg's buffer settings (`reg.buffer`): one typed set, the paper's defaults (§3.5, §4.3).
+
+    strategy: dequeue_max | fifo | dequeue_min, or none (no buffer; so does size 0).
+    in_base_loss: the buffered samples also enter the base loss (CIFAR protocols yes, Melanoma no).
+    """
+
+    strategy: str = "dequeue_max"
+    size: int = 32
+    in_base_loss: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in (*STRATEGIES, "none"):
+            raise ValueError(f"reg.buffer.strategy must be one of {(*STRATEGIES, 'none')}, "
+                             f"got {self.strategy!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
+            raise ValueError(f"reg.buffer.size must be an integer >= 0, got {self.size!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.strategy != "none" and self.size > 0
+
+    def build(self) -> PositiveBuffer | None:
+        """The buffer module, or None when disabled."""
+        return PositiveBuffer(self.size, self.strategy) if self.enabled else None
 
 
 class PositiveBuffer(nn.Module):

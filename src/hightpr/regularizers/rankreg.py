@@ -22,8 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from hightpr.regularizers.base import Regularizer
-from hightpr.regularizers.buffer import PositiveBuffer
+from hightpr.regularizers.buffer import BufferConfig
 from hightpr.regularizers.ranking import rank
+
+SCORES = ("logit", "prob")  # binary lists rank the module's score, or its sigmoid (the paper's probability)
 
 PENALTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": lambda r: r,
@@ -69,10 +71,13 @@ def rank_penalty(
 class RankReg(Regularizer):
     """`reg=rankreg`: ranking regulariser over the batch plus a buffer of positives.
 
-    buffer: mapping with `strategy` (dequeue_max | fifo | dequeue_min | none), `size` and
-    `in_base_loss` (the buffered samples also enter the base loss: CIFAR protocols yes, Melanoma no).
+    buffer: a `BufferConfig` (or a mapping of its fields); None: no buffer.
     critical_classes: None for binary tasks (the ranked score is the module's score, positives
     are y = 1); class indices for multi-class tasks (ranked by softmax probability).
+    score: what a binary list ranks, "logit" (the module's score) or "prob" (its sigmoid, the
+    paper's probability: the same order, but the blackbox backward's gamma acts on the ranked
+    values, so a gamma tuned for one does not transfer). Multi-class lists always rank softmax
+    probabilities (RankReg §4.5).
     """
 
     def __init__(
@@ -82,20 +87,25 @@ class RankReg(Regularizer):
         penalty: str = "squared",
         interpolation: float = 2.0,
         normalize: bool = True,
-        buffer: Mapping | None = None,
+        buffer: BufferConfig | Mapping | None = None,
         critical_classes: Sequence[int] | int | None = None,
+        score: str = "logit",
     ) -> None:
         super().__init__(num_sample_ids)
         _penalty_fn(penalty)
         if interpolation <= 0:
             raise ValueError(f"reg.interpolation (gamma) must be > 0, got {interpolation}")
-        self.weight, self.penalty = float(weight), penalty
+        if score not in SCORES:
+            raise ValueError(f"reg.score must be one of {SCORES}, got {score!r}")
+        self.weight, self.penalty, self.score = float(weight), penalty, score
         self.interpolation, self.normalize = float(interpolation), bool(normalize)
-        buffer = dict(buffer or {})
-        strategy = buffer.get("strategy", "none")
-        size = int(buffer.get("size", 0) or 0)
-        self.in_base_loss = bool(buffer.get("in_base_loss", False))
-        self.buffer = None if strategy in (None, "none") or size == 0 else PositiveBuffer(size, strategy)
+        if buffer is None:
+            buffer = BufferConfig(strategy="none", size=0, in_base_loss=False)
+        elif not isinstance(buffer, BufferConfig):
+            buffer = BufferConfig(**buffer)  # a plain mapping (Python use): the same typed checks
+        self.buffer_config = buffer
+        self.in_base_loss = buffer.in_base_loss and buffer.enabled
+        self.buffer = buffer.build()
         if isinstance(critical_classes, int):
             critical_classes = [critical_classes]
         self.multiclass = critical_classes is not None
@@ -117,7 +127,9 @@ class RankReg(Regularizer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores to rank, [C, n] (one list per critical class), and the positives, [C, n]."""
         if not self.multiclass:
-            return scores.reshape(1, -1), self._is_critical(y).reshape(1, -1)
+            full = scores.to(torch.promote_types(scores.dtype, torch.float32))  # no half-precision ties
+            ranked = torch.sigmoid(full) if self.score == "prob" else scores
+            return ranked.reshape(1, -1), self._is_critical(y).reshape(1, -1)
         probs = logits.float().softmax(-1)[:, self.critical].T
         return probs, y.long()[None, :] == self.critical[:, None]
 
@@ -129,6 +141,10 @@ class RankReg(Regularizer):
         return logits.float().softmax(-1).gather(1, idx[:, None])[:, 0]
 
     # -- Regularizer interface ---------------------------------------------------------------
+    def handles(self, task) -> bool:
+        """Binary RankReg ranks y = 1; multi-class data needs `critical_classes` (set from the data)."""
+        return task.binary or self.multiclass
+
     def extend_batch(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
         """Append the buffered positives (x, y, id) at the end of the batch."""
         n = len(batch["y"])
@@ -195,6 +211,6 @@ class RankReg(Regularizer):
     def extra_repr(self) -> str:
         return (
             f"weight={self.weight}, penalty={self.penalty}, interpolation={self.interpolation}, "
-            f"normalize={self.normalize}, in_base_loss={self.in_base_loss}, "
+            f"normalize={self.normalize}, score={self.score}, in_base_loss={self.in_base_loss}, "
             f"critical_classes={self.critical.tolist() if self.multiclass else None}"
         )

@@ -1,0 +1,287 @@
+"""The wiring of one run: data -> task -> loss -> model -> regulariser -> module -> trainer.
+
+Each step reads its own config node and what the earlier steps declared: the data tells its
+task and facts (class counts, number of sample ids); the loss declares its head, its sampler and
+optimizer and the data facts it takes (`BaseLoss` class variables); the model is built to that
+head and checked against one real input. Every problem surfaces here, before training, as one
+`HightprError`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hightpr.errors import HightprError
+from hightpr.models import MODELS_BY_INPUT
+from hightpr.module import HighTPRModule
+from hightpr.task import Task
+
+log = logging.getLogger("hightpr")
+
+GROUPS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler", "trainer", "logger",
+          "ensemble")
+TOP_LEVEL = (*GROUPS, "seed", "name", "init_from", "paths", "evaluation")
+# trainer keys that hightpr reads itself; every other trainer key is a Lightning Trainer argument
+TRAINER_OWN = ("batch_size", "eval_batch_size", "patience", "num_threads")
+TRAINER_SET_BY_HIGHTPR = ("callbacks", "logger", "default_root_dir")
+FIXED_KEYS = {
+    "ensemble": ("members", "member", "base_seed", "key"),
+    "paths": ("data_dir", "output_root", "runs_csv"),
+    "evaluation": ("operating_tprs", "delta"),
+}
+HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the data tells the rest of the wiring (losses take the fields they declare)."""
+
+    class_counts: list[int]
+    num_sample_ids: int
+    task: Task
+
+
+@contextmanager
+def config_errors(what: str) -> Iterator[None]:
+    """A bad value met while building `what` becomes one `HightprError` (the cause stays chained)."""
+    try:
+        yield
+    except HightprError:
+        raise
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, HightprError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from err
+        raise HightprError(f"invalid {what} configuration: {err.__cause__ or err}") from err
+    except (ValueError, TypeError, KeyError) as err:
+        raise HightprError(f"invalid {what} configuration: {type(err).__name__}: {err} "
+                           "(`--cfg job` shows the composed config)") from err
+
+
+def build(node: DictConfig, what: str, **kwargs):
+    """`hydra.utils.instantiate` of one config node, its errors named after the node."""
+    with config_errors(what):
+        return instantiate(node, **kwargs)
+
+
+# -- every setting is read or refused ----------------------------------------------------------
+def _nearest(key: str, valid: list[str]) -> str:
+    match = get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"did you mean {match[0]}? " if match else ""
+
+
+def _refuse(path: str, key: str, valid: list[str]) -> None:
+    full = f"{path}.{key}" if path else key
+    raise HightprError(f"{full}: no component reads this setting; {_nearest(key, valid)}"
+                       f"valid keys of {path or 'the top level'}: {', '.join(sorted(valid))}")
+
+
+def _target_params(target: str) -> list[str] | None:
+    """Keyword names a `_target_` accepts, or None when it takes any (**kwargs)."""
+    try:
+        params = inspect.signature(get_object(target)).parameters
+    except (ValueError, TypeError, ImportError, AttributeError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
+
+
+def _check_target_node(path: str, node: DictConfig) -> None:
+    target = node.get("_target_")
+    if not target:
+        return
+    valid = _target_params(str(target))
+    for key in node:
+        if key in HYDRA_KEYS:
+            continue
+        child = node[key]
+        if isinstance(child, DictConfig) and child.get("_target_"):
+            _check_target_node(f"{path}.{key}", child)
+        if valid is not None and key not in valid:
+            _refuse(path, str(key), valid)
+
+
+def trainer_arguments() -> list[str]:
+    """Every key a `trainer` node may hold: hightpr's own plus Lightning Trainer arguments."""
+    params = inspect.signature(pl.Trainer.__init__).parameters
+    return [*TRAINER_OWN, *(n for n in params if n not in ("self", *TRAINER_SET_BY_HIGHTPR))]
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse any key that nothing reads, naming the nearest valid one."""
+    for key in cfg:
+        if key not in TOP_LEVEL:
+            _refuse("", str(key), list(TOP_LEVEL))
+    valid_trainer = trainer_arguments()
+    for key in cfg.trainer:
+        if key in TRAINER_SET_BY_HIGHTPR:
+            raise HightprError(f"trainer.{key} is set by hightpr itself (checkpoint, early stopping, "
+                               "run dir); remove the override")
+        if key not in valid_trainer:
+            _refuse("trainer", str(key), valid_trainer)
+    for group, valid in FIXED_KEYS.items():
+        for key in cfg.get(group) or {}:
+            if key not in valid:
+                _refuse(group, str(key), list(valid))
+    for group in GROUPS:
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and group != "trainer":
+            _check_target_node(group, node)
+
+
+# -- the components ----------------------------------------------------------------------------
+def build_datamodule(cfg: DictConfig) -> tuple[pl.LightningDataModule, DataFacts]:
+    """The DataModule (splits built), its batch sampler, and the facts the rest needs."""
+    datamodule = build(cfg.dataset, "dataset")
+    with config_errors("dataset"):
+        datamodule.setup("fit")
+    datamodule.batch_sampler = build(cfg.sampler, "sampler")
+    facts = DataFacts(list(datamodule.class_counts), int(datamodule.num_sample_ids), Task.of(datamodule))
+    return datamodule, facts
+
+
+def _choice(cfg: DictConfig, group: str, choices: dict[str, str]) -> str:
+    return choices.get(group) or str(cfg[group].get("_target_", group))
+
+
+def _is_subclass(target: str, wanted: str) -> bool:
+    """Whether the `_target_` (a class, or a factory function) is the class path `wanted` or a subclass."""
+    obj = get_object(str(target))
+    return isinstance(obj, type) and issubclass(obj, get_class(wanted))
+
+
+def build_loss(cfg: DictConfig, facts: DataFacts, choices: dict[str, str] | None = None):
+    """The base loss with the data facts it declares; its sampler and optimizer requirements checked."""
+    choices = choices or {}
+    with config_errors("loss"):
+        loss_cls = get_class(cfg.loss._target_)
+    name = _choice(cfg, "loss", choices)
+    wanted = loss_cls.required_sampler
+    if wanted and not _is_subclass(cfg.sampler._target_, wanted):
+        raise HightprError(f"loss={name} needs both classes in every batch: add sampler=dual "
+                           "(and sampler.positive_rate=..., default 0.1)")
+    wanted = loss_cls.required_optimizer
+    if wanted and not _is_subclass(cfg.optimizer._target_, wanted):
+        raise HightprError(f"loss={name} is trained with its own optimizer {wanted}: "
+                           f"add optimizer={wanted.rsplit('.', 1)[-1].lower()}")
+    loss = build(cfg.loss, "loss", **{fact: getattr(facts, fact) for fact in loss_cls.data_facts})
+    return loss
+
+
+def build_model(cfg: DictConfig, facts: DataFacts, loss, sample: torch.Tensor,
+                choices: dict[str, str] | None = None) -> torch.nn.Module:
+    """The model with the head the loss declares, checked on one real input of the data."""
+    choices = choices or {}
+    num_logits = cfg.model.get("num_logits") or type(loss).logits_for(facts.task.num_classes)
+    facts.task.check_logits(num_logits, f"loss={_choice(cfg, 'loss', choices)}")
+    model = build(cfg.model, "model", num_logits=num_logits, normed_head=type(loss).normed_head)
+    check_input(model, sample, _choice(cfg, "model", choices), _choice(cfg, "dataset", choices))
+    init_weights(model, cfg.get("init_from"))
+    return model
+
+
+def check_input(model: torch.nn.Module, sample: torch.Tensor, model_name: str, dataset_name: str) -> None:
+    """One forward pass on one real input: a model that cannot take the data's shape is refused."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(sample)
+    except RuntimeError as err:
+        kind = f"{sample.ndim - 2}d"
+        fits = ", ".join(MODELS_BY_INPUT.get(kind, ())) or "none"
+        raise HightprError(
+            f"model={model_name} cannot take the inputs of dataset={dataset_name} "
+            f"(one sample is {list(sample.shape[1:])}, {kind}): use model={fits} "
+            f"or adjust the model's channels ({str(err).splitlines()[0][:120]})") from err
+    finally:
+        model.train(was_training)
+
+
+def first_input(datamodule) -> torch.Tensor:
+    """One validation sample as the model sees it (a batch of one)."""
+    split = datamodule.splits.get("val") or datamodule.splits["train"]
+    return datamodule.to_input(split.__getitems__([0])["x"])
+
+
+def init_weights(model: torch.nn.Module, path: str | None) -> None:
+    """Start from the model weights of a checkpoint (ALM-v1's two-step strategy: pre-train, then ALM)."""
+    if not path:
+        return
+    if not Path(path).is_file():
+        raise HightprError(f"init_from={path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise HightprError(f"init_from={path}: not a readable checkpoint ({err})") from err
+    state = state.get("state_dict", state)
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    missing, _ = model.load_state_dict(weights or state, strict=False)
+    if missing:
+        raise HightprError(f"init_from={path}: checkpoint lacks {len(missing)} model tensors "
+                           f"(e.g. {missing[0]}); was it trained with the same model config?")
+    log.info("initialised the model from %s", path)
+
+
+def build_regularizer(cfg: DictConfig, facts: DataFacts, choices: dict[str, str] | None = None):
+    """The regulariser; a binary one on multi-class data is refused."""
+    reg = build(cfg.reg, "reg", num_sample_ids=facts.num_sample_ids)
+    if not reg.handles(facts.task):
+        name = _choice(cfg, "reg", choices or {})
+        raise HightprError(f"reg={name} is binary but the data is multi-class (critical classes "
+                           f"{list(facts.task.critical_classes)}): use reg=alm_m1, reg=alm_m2 or reg=rankreg")
+    return reg
+
+
+def build_module(cfg: DictConfig, datamodule, facts: DataFacts,
+                 choices: dict[str, str] | None = None) -> HighTPRModule:
+    """Loss, model, regulariser, optimizer and schedule in one LightningModule."""
+    loss = build_loss(cfg, facts, choices)
+    model = build_model(cfg, facts, loss, first_input(datamodule), choices)
+    reg = build_regularizer(cfg, facts, choices)
+    scheduler = cfg.get("scheduler")
+    scheduler = build(scheduler, "scheduler") if scheduler and scheduler.get("_target_") else None
+    evaluation = cfg.get("evaluation")
+    evaluation = OmegaConf.to_container(evaluation, resolve=True) if evaluation is not None else {}
+    with config_errors("evaluation"):
+        evaluator = facts.task.evaluator(**evaluation) if facts.task.binary else facts.task.evaluator()
+    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=build(cfg.optimizer, "optimizer"),
+                           scheduler=scheduler, score_fn=facts.task.score, evaluator=evaluator)
+    with config_errors("optimizer"):
+        module.configure_optimizers()  # optimizer and schedule settings fail here, not mid-fit
+    return module
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Trainer:
+    """Lightning Trainer from `cfg.trainer` (Lightning's own argument names) and `cfg.logger`."""
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    lightning = {k: v for k, v in t.items() if k not in TRAINER_OWN}
+    target = str(cfg.logger.get("_target_", "")) if cfg.get("logger") else ""
+    if "Wandb" in target and importlib.util.find_spec("wandb") is None:
+        raise HightprError("logger=wandb needs wandb: pip install 'hightpr[wandb]'")
+    logger = build(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
+    callbacks = [
+        pl.callbacks.ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
+            monitor=f"val/{monitor}", mode="max", save_top_k=1, auto_insert_metric_name=False,
+        ),
+        pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t["patience"]),
+    ]
+    with config_errors("trainer"):
+        return pl.Trainer(logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **lightning)

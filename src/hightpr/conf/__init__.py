@@ -1,0 +1,1 @@
+"""Hydra configs of hightpr (package data: `pkg://hightpr.conf`)."""
