@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,8 +14,9 @@ from hydra.utils import instantiate
 from hightpr.errors import HightprError
 from hightpr.regularizers import ALMRegularizer, MultiClassALMRegularizer, alm_penalty
 from hightpr.regularizers.alm import default_mu_cap
+from tests.conftest import CONF_PATH
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(CONF_PATH)
 
 
 def per_negative_penalty(pos: torch.Tensor, neg: torch.Tensor, mu: float, delta: float) -> torch.Tensor:
@@ -206,10 +206,10 @@ def test_state_dict_round_trip():
     reg.on_validation_end(0.7)
     buf = io.BytesIO()
     torch.save(reg.state_dict(), buf)
-    assert set(reg.state_dict()) == {"lambdas", "seen", "mu", "ref_auc"}
+    assert set(reg.state_dict()) == {"lambdas", "seen", "mu", "ref_auc", "mu_validations", "mu_frozen"}
     fresh = ALMRegularizer(num_sample_ids=8, mu0=0.5, delta=1.0)
     fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue())))
-    for name in ("lambdas", "seen", "mu", "ref_auc"):
+    for name in ("lambdas", "seen", "mu", "ref_auc", "mu_validations", "mu_frozen"):
         assert torch.equal(getattr(fresh, name), getattr(reg, name)), name
     assert fresh.mu.item() == pytest.approx(1.0) and fresh.lambdas[3].item() == pytest.approx(0.75)
 
@@ -239,6 +239,88 @@ def test_mu_schedule_variants():
                                                                                       729]
     # with a margin (official code: 0.05), only drops larger than the margin count
     assert run_schedule(AUCS, mu0=1.0, rho=2.0, mu_cap=1e9, mu_margin=0.06) == [1, 1, 1, 1, 1, 2, 4, 8, 8]
+
+
+# The official rule (salusanga/alm-dnn, utils/train_test_CIFAR.py, ALM from epoch 0), by hand:
+# epoch 0 ignored; epoch 1 sets the reference; epoch 2 grows mu whatever the AUC; from epoch 3 on,
+# mu grows only when the AUC is more than 0.05 below the previous epoch's.
+OFFICIAL = [
+    # (val AUC, mu after this epoch): mu0 = 1, rho = 2, no effective cap
+    (0.60, 1),   # epoch 0: ignored
+    (0.70, 1),   # epoch 1: reference 0.70
+    (0.72, 2),   # epoch 2: unconditional growth although the AUC improved
+    (0.69, 2),   # drop 0.03 <= 0.05
+    (0.60, 4),   # drop 0.09
+    (0.58, 4),   # drop 0.02
+    (0.50, 8),   # drop 0.08
+    (0.80, 8),   # rise
+    (0.70, 16),  # drop 0.10
+    (0.66, 16),  # drop 0.04
+]
+
+
+def test_official_mu_schedule_on_a_scripted_sequence():
+    mus = run_schedule([a for a, _ in OFFICIAL], mu0=1.0, rho=2.0, mu_cap=1e9, mu_schedule="official")
+    assert mus == [mu for _, mu in OFFICIAL]
+    # Algorithm 1 on the same sequence (every drop counts, the first validation is the reference)
+    paper = run_schedule([a for a, _ in OFFICIAL], mu0=1.0, rho=2.0, mu_cap=1e9)
+    assert paper == [1, 1, 1, 2, 4, 8, 16, 16, 32, 64]
+
+
+def test_official_mu_schedule_margin_is_a_strict_drop_of_more_than_0_05():
+    assert ALMRegularizer(num_sample_ids=1, mu_schedule="official").mu_margin == 0.05
+    assert ALMRegularizer(num_sample_ids=1).mu_margin == 0.0
+    # 0.85 -> 0.80 is exactly 0.05 lower: not a drop; 0.80 -> 0.7499 is
+    assert run_schedule([0.5, 0.9, 0.85, 0.80, 0.7499], mu0=1.0, rho=2.0, mu_cap=1e9,
+                        mu_schedule="official") == [1, 1, 2, 2, 4]
+
+
+def test_official_mu_schedule_stops_at_the_cap_and_at_auc_one():
+    # cap 4: growth to 8 would pass it, so mu is set to 4 and never changes again
+    assert run_schedule([0.5, 0.6, 0.55, 0.40, 0.30, 0.10, 0.01], mu0=1.0, rho=2.0, mu_cap=4.0,
+                        mu_schedule="official") == [1, 1, 2, 4, 4, 4, 4]
+    # cap 3: the official order checks the cap before the drop, so mu jumps to 3 without a drop
+    assert run_schedule([0.5, 0.6, 0.55, 0.56, 0.10], mu0=1.0, rho=2.0, mu_cap=3.0,
+                        mu_schedule="official") == [1, 1, 2, 3, 3]
+    # validation AUC 1.0 from epoch 2 on freezes mu (at epoch 2: before its unconditional growth)
+    assert run_schedule([0.9, 0.95, 1.0, 0.5, 0.1], mu0=1.0, rho=2.0, mu_cap=1e9,
+                        mu_schedule="official") == [1, 1, 1, 1, 1]
+    # AUC 1.0 at epoch 1 only sets the reference
+    assert run_schedule([0.9, 1.0, 0.99, 0.5], mu0=1.0, rho=2.0, mu_cap=1e9,
+                        mu_schedule="official") == [1, 1, 2, 4]
+
+
+def test_official_mu_schedule_after_warm_up_has_no_unconditional_growth():
+    # the official continue-training branch: the first ALM epoch sets the reference, then drops only
+    reg = ALMRegularizer(num_sample_ids=1, mu0=1.0, rho=2.0, mu_cap=1e9, warmup_epochs=2,
+                         mu_schedule="official")
+    mus = []
+    for epoch, auc in enumerate([0.9, 0.1, 0.70, 0.68, 0.60, 0.61]):
+        reg.on_train_epoch_start(epoch)
+        reg.on_validation_end(auc)
+        mus.append(reg.mu.item())
+    assert mus == [1, 1, 1, 1, 2, 2]
+
+
+def test_official_mu_schedule_resumes_from_a_checkpoint():
+    aucs = [a for a, _ in OFFICIAL]
+    reg = ALMRegularizer(num_sample_ids=1, mu0=1.0, rho=2.0, mu_cap=1e9, mu_schedule="official")
+    for auc in aucs[:3]:
+        reg.on_validation_end(auc)
+    fresh = ALMRegularizer(num_sample_ids=1, mu0=1.0, rho=2.0, mu_cap=1e9, mu_schedule="official")
+    fresh.load_state_dict(reg.state_dict())
+    mus = []
+    for auc in aucs[3:]:
+        fresh.on_validation_end(auc)
+        mus.append(fresh.mu.item())
+    assert mus == [mu for _, mu in OFFICIAL[3:]]
+
+
+def test_mu_schedule_settings_are_checked():
+    with pytest.raises(HightprError, match="mu_schedule"):
+        ALMRegularizer(num_sample_ids=1, mu_schedule="algorithm1")
+    with pytest.raises(HightprError, match="mu_compare=best"):
+        ALMRegularizer(num_sample_ids=1, mu_schedule="official", mu_compare="best")
 
 
 def test_default_mu_cap():
@@ -348,6 +430,15 @@ def test_configs_instantiate(name, cls, variant):
             assert instantiate(cfg.reg, num_sample_ids=5).critical.tolist() == [8, 9]
 
 
+def test_config_selects_the_mu_schedule():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        reg = instantiate(compose("config", overrides=["reg=alm"]).reg, num_sample_ids=5)
+        assert (reg.mu_schedule, reg.mu_margin, reg.mu_compare) == ("paper", 0.0, "previous")
+        cfg = compose("config", overrides=["reg=alm_m1", "reg.mu_schedule=official"])
+        reg = instantiate(cfg.reg, num_sample_ids=5)
+        assert (reg.mu_schedule, reg.mu_margin) == ("official", 0.05)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_steps_on_cuda_without_host_sync():
@@ -384,7 +475,7 @@ def test_training_run_logs_and_checkpoints_alm_state(train):
 
     ckpt = torch.load(res.metrics["best_checkpoint"], map_location="cpu", weights_only=False)
     state = {k.removeprefix("reg."): v for k, v in ckpt["state_dict"].items() if k.startswith("reg.")}
-    assert set(state) == {"lambdas", "seen", "mu", "ref_auc"}
+    assert set(state) == {"lambdas", "seen", "mu", "ref_auc", "mu_validations", "mu_frozen"}
     assert state["lambdas"].max() > 0 and state["seen"].any()
     assert not ((state["lambdas"] > 0) & ~state["seen"]).any()  # only constraint owners carry one
     fresh = ALMRegularizer(num_sample_ids=len(state["lambdas"]), mu0=0.1, delta=1.0)

@@ -7,11 +7,11 @@ implementation's helpers are never called to build an expectation.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
@@ -33,8 +33,9 @@ from hightpr.losses import (
     WeightedBCE,
 )
 from hightpr.module import HighTPRModule
+from tests.conftest import CONF_PATH
 
-CONF_LOSS = Path(__file__).resolve().parents[1] / "conf" / "loss"
+CONF_LOSS = CONF_PATH / "loss"
 COUNTS = [300, 20]  # [negatives, positives]: class ratio N = 15
 S = [2.0, -1.0, 0.5, -0.3, 1.2]  # scores
 Y = [1, 0, 0, 1, 0]  # labels
@@ -111,14 +112,43 @@ def test_wbce_closed_form():
 def test_cbbce_closed_form():
     b = 0.99
     raw = [(1 - b) / (1 - b**300), (1 - b) / (1 - b**20)]
+    raw_terms = [-raw[1] * math.log(sig(s)) if y else -raw[0] * math.log(1 - sig(s))
+                 for s, y in zip(S, Y, strict=True)]
+    # default: the raw weights of the official ALM code
+    assert value(ClassBalancedBCE(beta=b, class_counts=COUNTS)) == pytest.approx(sum(raw_terms) / 5, rel=1e-6)
     w = [2 * r / sum(raw) for r in raw]  # Cui et al.: normalised to sum to the number of classes
     terms = [-w[1] * math.log(sig(s)) if y else -w[0] * math.log(1 - sig(s))
              for s, y in zip(S, Y, strict=True)]
-    assert value(ClassBalancedBCE(beta=b, class_counts=COUNTS)) == pytest.approx(sum(terms) / 5, rel=1e-6)
-    raw_terms = [-raw[1] * math.log(sig(s)) if y else -raw[0] * math.log(1 - sig(s))
-                 for s, y in zip(S, Y, strict=True)]
-    unnormalised = ClassBalancedBCE(beta=b, normalize=False, class_counts=COUNTS)
-    assert value(unnormalised) == pytest.approx(sum(raw_terms) / 5, rel=1e-6)
+    normalised = ClassBalancedBCE(beta=b, normalize=True, class_counts=COUNTS)
+    assert value(normalised) == pytest.approx(sum(terms) / 5, rel=1e-6)
+
+
+@pytest.mark.parametrize(("beta", "expected"), [
+    # (1 - beta) / (1 - beta^n) for n = 4410 negatives and n = 44 positives, worked out to 40 digits:
+    # 0.99^4410 = 5.64e-20, 0.99^44 = 0.6426116021; 0.9999^4410 = 0.6433785190, 0.9999^44 = 0.9956094468
+    (0.99, [0.0100000000000000000006, 0.0279807628292692526]),
+    (0.9999, [0.000280409356476220640, 0.0227761730131843120]),
+])
+def test_cbbce_raw_weights_by_hand(beta, expected):
+    cb = ClassBalancedBCE(beta=beta, class_counts=[4410, 44])
+    np.testing.assert_allclose(cb.class_weight.numpy(), expected, rtol=1e-6)
+    # normalize=true only rescales them to sum to 2
+    cb_norm = ClassBalancedBCE(beta=beta, normalize=True, class_counts=[4410, 44])
+    normalised = np.array(expected) * 2 / sum(expected)
+    np.testing.assert_allclose(cb_norm.class_weight.numpy(), normalised, rtol=1e-6)
+
+
+def test_cbbce_config_uses_the_raw_weights():
+    cfg = OmegaConf.load(CONF_LOSS / "cbbce.yaml")
+    assert cfg.normalize is False
+
+
+def test_cbce_weight_scale_cancels_in_its_weighted_mean():
+    # CB-CE is reduced by sum(w_y l) / sum(w_y): raw or normalised weights give the same value
+    b = 0.999
+    raw = np.array([(1 - b) / (1 - b**n) for n in COUNTS3])[Y3]
+    expected = (raw * ce_np(Z3, Y3)).sum() / raw.sum()
+    assert mc_value(ClassBalancedCE(beta=b, class_counts=COUNTS3)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_msfe_closed_form():
@@ -237,6 +267,101 @@ def test_ce_family_on_binary_labels_matches_bce():
     assert value(FocalCE(gamma=2)) == pytest.approx(value(SymmetricFocalBCE(gamma=2)), rel=1e-9)
 
 
+# -- S-ML, A-ML, S-FL, A-FL on a multi-class head (ALM appendix A.2, Table 7) ---------------------
+# 3 samples x 3 classes; class 2 is the rare one (counts [100, 30, 5]); m = 0.5, gamma = 2.
+Z_HAND = [[2.0, 0.5, -1.0], [0.0, 1.0, 0.3], [0.2, -0.4, 0.1]]
+Y_HAND = [0, 1, 2]
+COUNTS_HAND = [100, 30, 5]
+# Worked out by hand (math.exp / math.log on each row), CE(z, y) = -log(e^{z_y} / sum_c e^{z_c}):
+#   S-ML, true logit minus m:  a: CE([1.5, 0.5, -1.0], 0) = 0.3715390319
+#                              b: CE([0.0, 0.5, 0.3], 1)  = 0.8859393177
+#                              c: CE([0.2, -0.4, -0.4], 2) = 1.3408049286     mean 0.8660944261
+#   A-ML, margin on class 2 only: a: CE(a, 0) = 0.2413112967, b: CE(b, 1) = 0.6229740119,
+#                              c: 1.3408049286 (as S-ML)                      mean 0.7350300791
+#   A-FL, p_y = 0.7855970346 (a), 0.5363469611 (b), 0.3687721423 (c):
+#                              a: (1 - p)^2 CE = 0.0110927501, b: 0.1339233028,
+#                              c (rare, plain CE): 0.9975763263               mean 0.3808641264
+HAND_VALUES = {"s_ml": 0.8660944261, "a_ml": 0.7350300791, "a_fl": 0.3808641264}
+
+
+def hand_value(name: str, **hp) -> float:
+    loss = make(name, counts=COUNTS_HAND, **({"m": 0.5} if "ml" in name else {"gamma": 2.0}), **hp)
+    return float(loss(torch.tensor(Z_HAND, dtype=torch.float64), torch.tensor(Y_HAND)))
+
+
+@pytest.mark.parametrize("name", sorted(HAND_VALUES))
+def test_margin_and_focal_losses_on_a_multiclass_head_by_hand(name):
+    assert hand_value(name) == pytest.approx(HAND_VALUES[name], abs=1e-9)
+    if name.startswith("a_"):  # the rare class given explicitly: the same
+        assert hand_value(name, rare_classes=[2]) == pytest.approx(HAND_VALUES[name], abs=1e-9)
+
+
+def test_asymmetric_losses_follow_the_given_rare_classes():
+    # rare = class 0: A-ML shifts sample a only (CE([1.5, 0.5, -1.0], 0) = 0.3715390319)
+    # (b and c pay plain CE: 0.6229740119 and CE([0.2, -0.4, 0.1], 2) = 0.9975763263)
+    expected = (0.3715390319 + 0.6229740119 + 0.9975763263) / 3
+    assert hand_value("a_ml", rare_classes=[0]) == pytest.approx(expected, abs=1e-9)
+    # every class rare: A-ML is S-ML and A-FL is CE
+    assert hand_value("a_ml", rare_classes=[0, 1, 2]) == pytest.approx(HAND_VALUES["s_ml"], abs=1e-9)
+    z, y = torch.tensor(Z_HAND, dtype=torch.float64), torch.tensor(Y_HAND)
+    assert hand_value("a_fl", rare_classes=[0, 1, 2]) == pytest.approx(float(CE()(z, y)), rel=1e-12)
+
+
+def test_symmetric_focal_on_a_multiclass_head_is_fl():
+    z, y = torch.tensor(Z_HAND, dtype=torch.float64), torch.tensor(Y_HAND)
+    expected = float(FocalCE(gamma=2.0)(z, y))
+    assert float(SymmetricFocalBCE(gamma=2.0)(z, y)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_rare_classes_default_to_the_smallest_training_class():
+    assert make("a_ml", counts=[4900, 490, 49]).rare == [2]
+    assert make("a_fl", counts=[500, 5, 5, 50]).rare == [1, 2]  # ties: all of them
+    assert make("a_ml").rare is None  # two-class data: the binary form favours y = 1
+    with pytest.raises(HightprError, match="rare classes"):
+        AsymmetricMarginBCE()(torch.zeros(2, 3), torch.tensor([0, 2]))
+    with pytest.raises(HightprError, match="loss.rare_classes"):
+        make("a_fl", counts=COUNTS_HAND, rare_classes=[3])
+
+
+def test_heads_of_the_losses_with_both_forms():
+    for name in ("s_ml", "a_ml", "s_fl", "a_fl"):
+        assert LOSSES[name].logits_for(2) == 1 and LOSSES[name].logits_for(10) == 10
+    for name in ("bce", "wbce", "cbbce", "msfe", "mbauc"):
+        assert LOSSES[name].logits_for(10) == 1
+    for name in MULTI:
+        assert LOSSES[name].logits_for(2) == 2 and LOSSES[name].logits_for(10) == 10
+
+
+@pytest.mark.parametrize("name", ["s_ml", "a_ml", "s_fl", "a_fl"])
+def test_multiclass_forms_raise_the_true_logit(name):
+    z = torch.tensor(np.tanh(Z3), requires_grad=True)
+    (grad,) = torch.autograd.grad(make(name, counts=COUNTS3)(z, torch.tensor(Y3)), z)
+    true = torch.nn.functional.one_hot(torch.tensor(Y3), 3).bool()
+    assert (grad[true] < 0).all() and (grad[~true] > 0).all(), grad
+
+
+@pytest.mark.parametrize("name", ["s_ml", "a_ml", "s_fl", "a_fl"])
+def test_multiclass_forms_on_edge_batches(name):
+    loss = make(name, counts=COUNTS_HAND)
+    extreme = torch.tensor([[1e4, -1e4, 0.0], [0.0, 1e4, -1e4], [-1e4, 0.0, 1e4]])
+    batches = [(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)), (extreme, torch.tensor([1, 0, 2]))]
+    for z, y in batches:
+        z = z.clone().requires_grad_()
+        out = loss(z, y)
+        (grad,) = torch.autograd.grad(out, z)
+        assert torch.isfinite(out) and torch.isfinite(grad).all(), (name, out, grad)
+    z = torch.tensor(Z_HAND)
+    assert loss(z.bfloat16(), torch.tensor(Y_HAND)).dtype == torch.float32
+
+
+def test_asymmetric_configs_take_the_datasets_critical_classes():
+    with initialize_config_dir(config_dir=str(CONF_PATH), version_base="1.3"):
+        for name in ("a_ml", "a_fl"):
+            cfg = compose("config", overrides=[f"loss={name}", "dataset=cifar10_lt"])
+            assert list(cfg.loss.rare_classes) == [9]
+            assert compose("config", overrides=[f"loss={name}"]).loss.rare_classes is None
+
+
 # -- gradient signs ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", BINARY + MULTI)
 def test_gradient_pushes_positives_up_and_negatives_down(name):
@@ -275,8 +400,10 @@ def test_class_balanced_weights_follow_counts(beta):
     counts = [4410, 44]
     raw = np.array([(1 - beta) / (1 - beta**n) for n in counts])
     cb = ClassBalancedBCE(beta=beta, class_counts=counts)
-    np.testing.assert_allclose(cb.class_weight.numpy(), raw / raw.sum() * 2, rtol=1e-6)
+    np.testing.assert_allclose(cb.class_weight.numpy(), raw, rtol=1e-6)
     assert cb.class_weight[1] > cb.class_weight[0]  # the rare positives weigh more
+    cb_norm = ClassBalancedBCE(beta=beta, normalize=True, class_counts=counts)
+    np.testing.assert_allclose(cb_norm.class_weight.numpy(), raw / raw.sum() * 2, rtol=1e-6)
     cbce = ClassBalancedCE(beta=beta, class_counts=COUNTS3)
     raw3 = np.array([(1 - beta) / (1 - beta**n) for n in COUNTS3])
     np.testing.assert_allclose(cbce.class_weight.numpy(), raw3 / raw3.sum() * 3, rtol=1e-6)
@@ -285,7 +412,10 @@ def test_class_balanced_weights_follow_counts(beta):
 
 
 def test_balanced_counts_give_equal_weights_and_margins():
-    np.testing.assert_allclose(ClassBalancedBCE(class_counts=[50, 50]).class_weight.numpy(), [1.0, 1.0])
+    np.testing.assert_allclose(ClassBalancedBCE(normalize=True, class_counts=[50, 50]).class_weight.numpy(),
+                               [1.0, 1.0])
+    w = ClassBalancedBCE(class_counts=[50, 50]).class_weight
+    assert w[0] == w[1]
     np.testing.assert_allclose(LDAM(class_counts=[50, 50]).margins.numpy(), [0.5, 0.5])
 
 

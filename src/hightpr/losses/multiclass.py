@@ -30,6 +30,22 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (weights * values).sum() / weights.sum().clamp_min(1e-12)
 
 
+def true_class_log_probs(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p_y, log(1 - p_y)) per sample; the second is the logsumexp of the other classes' log p,
+    so it stays finite (with a finite gradient) even when p_y rounds to 1."""
+    log_p = F.log_softmax(logits, dim=1)
+    is_true = F.one_hot(target, logits.shape[1]).bool()
+    log_p_true = log_p.gather(1, target[:, None])[:, 0]
+    log_p_rest = torch.logsumexp(log_p.masked_fill(is_true, float("-inf")), dim=1)
+    return log_p_true, log_p_rest
+
+
+def true_class_margin_ce(logits: torch.Tensor, target: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """Per-sample CE(z - margin_i e_y, y): the true logit must beat the others by margin_i (additive)."""
+    shift = F.one_hot(target, logits.shape[1]).to(logits.dtype) * margin.to(logits.dtype)[:, None]
+    return F.cross_entropy(logits - shift, target, reduction="none")
+
+
 class CE(BaseLoss):
     """Softmax cross-entropy, -log softmax(z)_y (logsumexp form)."""
 
@@ -55,10 +71,7 @@ class FocalCE(BaseLoss):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         logits, target = logits_and_targets(logits, y, "fl")
-        log_p = F.log_softmax(logits, dim=1)
-        is_true = F.one_hot(target, logits.shape[1]).bool()
-        log_p_true = log_p.gather(1, target[:, None])[:, 0]
-        log_p_rest = torch.logsumexp(log_p.masked_fill(is_true, float("-inf")), dim=1)
+        log_p_true, log_p_rest = true_class_log_probs(logits, target)
         return mean_or_zero(-torch.exp(self.gamma * log_p_rest) * log_p_true, logits)
 
 
@@ -66,7 +79,9 @@ class ClassBalancedCE(BaseLoss):
     """CB-CE (Cui et al. 2019): cross-entropy weighted per class by (1 - beta) / (1 - beta^n_c).
 
     Weights normalised to sum to C (Cui et al.); reduced as a weighted mean, sum(w_y l) / sum(w_y),
-    as the long-tailed CIFAR code of Cao et al. that ALM's multi-class setup follows.
+    as the long-tailed CIFAR code of Cao et al. that ALM's multi-class setup follows. The weighted
+    mean cancels any common scale of the weights, so raw and normalised weights give the same loss
+    (unlike CB-BCE, whose plain batch mean keeps the scale).
     """
 
     num_logits: ClassVar[int | None] = None

@@ -48,8 +48,30 @@ def check_counts(loss_name: str, class_counts: Sequence[int] | None,
     return counts
 
 
+def rare_classes_of(loss_name: str, class_counts: Sequence[int] | None,
+                 rare: Sequence[int] | int | None = None) -> list[int] | None:
+    """The classes an asymmetric loss (A-ML, A-FL) favours on a multi-class head.
+
+    `rare` as given (e.g. the dataset's critical classes), else the class(es) with the fewest
+    training samples (ALM's long-tailed setup: the critical class is the smallest one). None on
+    two-class data without `rare`: the binary form always favours y = 1.
+    """
+    if rare is not None:
+        classes = [int(c) for c in ([rare] if isinstance(rare, int) else rare)]
+        n = len(class_counts) if class_counts is not None else None
+        if not classes or min(classes) < 0 or (n is not None and max(classes) >= n):
+            raise HightprError(f"loss.rare_classes={classes} is invalid: give class indices in [0, "
+                               f"{'C' if n is None else n}), or null for the smallest training class")
+        return classes
+    if class_counts is None or len(class_counts) <= 2:
+        return None
+    counts = check_counts(loss_name, class_counts)
+    return [c for c, n in enumerate(counts) if n == min(counts)]
+
+
 def class_balanced_weights(counts: Sequence[int], beta: float, normalize: bool = True) -> torch.Tensor:
-    """Cui et al. weights (1 - beta) / (1 - beta^n_c); normalised to sum to the number of classes."""
+    """Cui et al. weights (1 - beta) / (1 - beta^n_c); with `normalize`, rescaled to sum to the
+    number of classes (Cui et al.), else raw (the official ALM code's CB-BCE)."""
     # 1 - beta^n computed as -expm1(n log beta): exact for beta close to 1 and large n.
     w = torch.tensor([(1.0 - beta) / -math.expm1(n * math.log(beta)) for n in counts],
                      dtype=torch.float64)
