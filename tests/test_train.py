@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,3 +129,13 @@ def test_debug_shows_the_stack_of_a_user_error(train_cli, monkeypatch):
     monkeypatch.setenv("HIGHTPR_DEBUG", "1")
     r = train_cli("dataset.ratio=abc")
     assert r.returncode != 0 and "Traceback" in r.stderr and "TypeError" in r.stderr
+
+
+def test_evaluation_settings_reach_every_report(train):
+    r = train("evaluation.delta=0.2", "evaluation.operating_tprs=[0.9]", "ensemble.members=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list(r.metrics["operating_point"]) == ["90tpr"]  # the ensemble, with its members' settings
+    op = r.metrics["operating_point"]["90tpr"]
+    assert op["np_delta"] == 0.2 and ("np_threshold" in op or "np_note" in op)
+    member = json.loads((r.run_dir / "member_01" / "metrics.json").read_text())
+    assert member["operating_point"]["90tpr"]["np_delta"] == 0.2

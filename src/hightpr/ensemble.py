@@ -148,6 +148,16 @@ def task_of_run(run_dir: Path, num_logits: int) -> Task:
     return Task()
 
 
+def evaluator_of_run(run_dir: Path, num_logits: int) -> Evaluator:
+    """The evaluator a member used: its task's, with the member's `evaluation` settings (binary)."""
+    task = task_of_run(run_dir, num_logits)
+    path = Path(run_dir) / "config_resolved.yaml"
+    settings = OmegaConf.load(path).get("evaluation") if path.is_file() else None
+    if not task.binary or settings is None:
+        return task.evaluator()
+    return task.evaluator(**OmegaConf.to_container(settings, resolve=True))
+
+
 def _with_scores(avg: dict[str, np.ndarray], evaluator: Evaluator) -> dict[str, np.ndarray]:
     logits = avg["logits"].astype(np.float32)
     return {"scores": evaluator.scores(logits), "labels": avg["labels"], "ids": avg["ids"], "logits": logits}
@@ -172,7 +182,7 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     names = [p.name for p in members.values()]
     member_metrics = [json.loads((p / "metrics.json").read_text()) for p in members.values()]
     test = average_logits([load_logits(p / "logits_test.npz") for p in members.values()], names)
-    evaluator = evaluator or task_of_run(next(iter(members.values())), test["logits"].shape[1]).evaluator()
+    evaluator = evaluator or evaluator_of_run(next(iter(members.values())), test["logits"].shape[1])
     outputs = {"test": _with_scores(test, evaluator)}
     val_files = [p / "logits_val.npz" for p in members.values()]
     if all(f.is_file() for f in val_files):

@@ -125,6 +125,12 @@ def summary_text(ensemble_dir: Path, metrics: Mapping) -> str:
     for name, op in metrics.get("operating_point", {}).items():
         lines.append(f"operating point {name} (threshold {op['threshold']:.4g} from validation): "
                      f"test TPR {op['test_tpr']:.4f}, FPR {op['test_fpr']:.4f}")
+        if op.get("np_threshold") is not None:
+            lines.append(f"  guaranteed (P(TPR < target) <= {op['np_delta']:g}): threshold "
+                         f"{op['np_threshold']:.4g}, test TPR {op['np_test_tpr']:.4f}, "
+                         f"FPR {op['np_test_fpr']:.4f}")
+        elif op.get("np_note"):
+            lines.append(f"  guaranteed: {op['np_note']}")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from hightpr.metrics.multiclass import (
     error_at_tpr,
     multiclass_report,
 )
+from hightpr.metrics.neyman_pearson import np_min_positives, np_threshold, np_violation_probability
 from hightpr.metrics.roc import (
     binary_report,
     fpr_at_fn,
@@ -19,5 +20,6 @@ from hightpr.metrics.roc import (
 __all__ = [
     "DeLongResult", "delong_covariance", "delong_test",
     "MulticlassEvaluator", "critical_threshold", "error_at_tpr", "multiclass_report",
+    "np_min_positives", "np_threshold", "np_violation_probability",
     "binary_report", "fpr_at_fn", "fpr_at_tpr", "partial_auc", "roc_auc", "roc_points",
 ]

@@ -4,6 +4,11 @@ The papers report the oracle FPR@TPR (the threshold is picked on the test set it
 deploying the model has to fix the threshold beforehand: here it is the highest threshold that
 reaches the target TPR on the *validation* set, and we report the TPR and FPR it actually gives
 on test.
+
+That validation-quantile threshold is median-unbiased, not a guarantee: its test TPR falls short of
+the target about half of the time. Each target therefore also gets the Neyman-Pearson threshold
+(`hightpr.metrics.neyman_pearson`), whose population TPR falls short with probability <= delta,
+and its rates (`np_*` keys); a validation set with too few positives gets `np_note` instead.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hightpr.metrics.neyman_pearson import np_min_positives, np_threshold
 from hightpr.metrics.roc import _as_numpy
 
 OPERATING_TPRS = (0.90, 0.95, 0.98)
@@ -48,8 +54,29 @@ def operating_point(val_scores, val_labels, test_scores, test_labels, tpr: float
             "test_tpr": test_tpr, "test_fpr": test_fpr}
 
 
+def np_operating_point(val_scores, val_labels, test_scores, test_labels, tpr: float,
+                       delta: float = 0.05) -> dict[str, float | bool | str | None]:
+    """The guaranteed (Neyman-Pearson) threshold on validation and its rates; a note if it cannot exist."""
+    _, val_y = _as_numpy(val_scores, val_labels)
+    n_pos = int(val_y.sum())
+    if tpr >= 1.0:
+        return {"np_threshold": None, "np_delta": float(delta),
+                "np_note": "a TPR of 1 cannot be guaranteed from a finite validation set"}
+    need = np_min_positives(tpr, delta)
+    if n_pos < need:
+        return {"np_threshold": None, "np_delta": float(delta),
+                "np_note": f"needs >= {need} validation positives, has {n_pos}"}
+    t = np_threshold(val_scores, val_labels, tpr, delta)
+    val_tpr, val_fpr = rates_at_threshold(val_scores, val_labels, t)
+    test_tpr, test_fpr = rates_at_threshold(test_scores, test_labels, t)
+    return {"np_threshold": t, "np_delta": float(delta), "np_val_tpr": val_tpr, "np_val_fpr": val_fpr,
+            "np_test_tpr": test_tpr, "np_test_fpr": test_fpr, "np_held": bool(test_tpr >= tpr)}
+
+
 def operating_points(val_scores, val_labels, test_scores, test_labels,
-                     tprs: Sequence[float] = OPERATING_TPRS) -> dict[str, dict[str, float]]:
-    """`operating_point` at each target, keyed like the report (`"95tpr"`)."""
-    return {f"{round(t * 100):d}tpr": operating_point(val_scores, val_labels, test_scores, test_labels, t)
+                     tprs: Sequence[float] = OPERATING_TPRS, delta: float = 0.05) -> dict[str, dict]:
+    """`operating_point` and `np_operating_point` at each target, keyed like the report (`"95tpr"`)."""
+    return {f"{round(t * 100):d}tpr": {**operating_point(val_scores, val_labels, test_scores, test_labels, t),
+                                       **np_operating_point(val_scores, val_labels, test_scores, test_labels,
+                                                            t, delta)}
             for t in tprs}
