@@ -54,3 +54,23 @@ def test_slurm_launcher_config():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_rankreg_melanoma_preset_is_the_papers_setup():
+    cfg = composed("experiment=rankreg/melanoma")
+    assert cfg.model._target_.endswith("resnet18") and cfg.model.num_logits == 2
+    assert cfg.dataset._target_.endswith("MelanomaDataModule") and cfg.trainer.batch_size == 32
+    buffer = cfg.reg.buffer
+    assert (buffer.strategy, buffer.size, buffer.in_base_loss) == ("dequeue_max", 32, False)
+    assert "buffer" not in cfg
+
+
+def test_cbbce_uses_the_official_raw_weights_by_default():
+    assert composed("loss=cbbce").loss.normalize is False
+
+
+def test_plain_rankreg_is_not_the_papers_setup():
+    cfg = composed("reg=rankreg")
+    assert cfg.trainer.batch_size == 64 and cfg.model.num_logits is None
+    cifar = composed("experiment=rankreg/cifar")
+    assert cifar.trainer.batch_size == 32 and cifar.model.num_logits == 2 and cifar.reg.buffer.in_base_loss

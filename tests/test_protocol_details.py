@@ -115,3 +115,28 @@ def test_binary_family_losses_train_on_long_tailed_data(train, loss):
     assert r.metrics["task"] == {"kind": "multiclass", "num_classes": 10, "critical_classes": [9]}
     logits = np.load(r.run_dir / "logits_test.npz")["logits"]
     assert logits.shape[1] == 10 and 0.0 <= r.metrics["test"]["accuracy"] <= 1.0
+
+
+# -- the official optimizer and its optional schedule ------------------------------------------------
+def test_plateau_halves_the_rate_after_patience_epochs_without_a_higher_auc():
+    from hightpr.schedulers import on_plateau
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    config = on_plateau(opt, patience=2)
+    assert (config["monitor"], config["interval"]) == ("val/auc", "epoch")
+    rates = []
+    for auc in (0.80, 0.85, 0.84, 0.85, 0.83, 0.90, 0.89, 0.88, 0.87):
+        config["scheduler"].step(auc)
+        rates.append(opt.param_groups[0]["lr"])
+    # best 0.85 at the 2nd step; the 3rd, 4th (0.85 is not above 0.85 * (1 + 1e-4)) and 5th are bad:
+    # the 5th halves the rate; 0.90 is a new best, then three bad steps halve it again
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 5e-4, 2.5e-4])
+
+
+def test_the_official_optimizer_trains_with_the_plateau_schedule(train):
+    r = train("optimizer=sgd_official", "scheduler=plateau", "scheduler.patience=0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(r.run_dir / "config_resolved.yaml")
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (1e-3, 0.9, 2e-4)

@@ -48,6 +48,11 @@ def test_saved_logits_reproduce_saved_metrics(first_run):
     report = binary_report(logits["scores"], logits["labels"])
     for key in ("auc", *TPR_KEYS):
         assert report[key] == pytest.approx(first_run.metrics["test"][key])
+    for stage in ("val", "test"):  # the base loss (BCE) over the split: the tie-break of the best epoch
+        saved = load_logits(first_run.run_dir / f"logits_{stage}.npz")
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.from_numpy(saved["logits"][:, 0]).double(), torch.from_numpy(saved["labels"]).double())
+        assert first_run.metrics[stage]["loss"] == pytest.approx(float(bce), rel=1e-5)
 
 
 def test_runs_csv_row(first_run):

@@ -24,6 +24,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hightpr.callbacks import BestEpoch
 from hightpr.errors import HightprError
 from hightpr.models import MODELS_BY_INPUT
 from hightpr.module import HighTPRModule
@@ -277,10 +278,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
         raise HightprError("logger=wandb needs wandb: pip install 'hightpr[wandb]'")
     logger = build(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
     callbacks = [
-        pl.callbacks.ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}",
-            monitor=f"val/{monitor}", mode="max", save_top_k=1, auto_insert_metric_name=False,
-        ),
+        BestEpoch(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor=f"val/{monitor}",
+                  mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break="val/loss"),
         pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t["patience"]),
     ]
     with config_errors("trainer"):

@@ -76,15 +76,25 @@ class HighTPRModule(pl.LightningModule):
         parts = self._gather.pop(stage, [])
         if not parts:
             return {}
-        logits, labels, ids = (torch.cat(t).cpu() for t in zip(*parts, strict=True))
-        logits, labels, ids = logits.float().numpy(), labels.numpy(), ids.numpy()
+        logits, labels, ids = (torch.cat(t) for t in zip(*parts, strict=True))
+        loss = self._split_loss(logits, labels, ids)
+        logits, labels, ids = logits.float().cpu().numpy(), labels.cpu().numpy(), ids.cpu().numpy()
         self.outputs[stage] = {"scores": self.evaluator.scores(logits), "labels": labels,
                                "ids": ids.astype(np.int64), "logits": logits}
         report = self.evaluator(logits, labels)
+        if loss is not None:
+            report["loss"] = loss  # the base loss on the split: breaks ties of the best epoch
         self.reports[stage] = report
         for key, value in report.items():
             self.log(f"{stage}/{key}", float(value), prog_bar=key == self.evaluator.monitor)
         return report
+
+    @torch.no_grad()
+    def _split_loss(self, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> float | None:
+        """The base loss over a whole evaluation split (mean over samples), None for stateful losses."""
+        if self.loss.stateful or len(labels) == 0:
+            return None
+        return float(self.loss(logits.float(), labels, ids))
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("val", batch)

@@ -32,3 +32,22 @@ def warmup_multistep(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: warmup_step_factor(epoch, warmup_epochs, steps, gamma)
     )
+
+
+def on_plateau(
+    optimizer: torch.optim.Optimizer,
+    monitor: str = "val/auc",
+    factor: float = 0.5,
+    patience: int = 10,
+) -> dict:
+    """ReduceLROnPlateau on a validation metric that should rise (the official ALM code with
+    `--lr_decrease 1`: mode max on validation AUC, factor 0.5, patience 10), stepped per epoch.
+
+    Returned as Lightning's scheduler config, so the module stays ignorant of the schedule's kind.
+    """
+    if not 0.0 < factor < 1.0 or patience < 0:
+        raise HightprError(f"scheduler: factor must be in (0, 1) and patience >= 0, got {factor}, "
+                           f"{patience}")
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=factor,
+                                                         patience=patience)
+    return {"scheduler": plateau, "monitor": monitor, "interval": "epoch", "frequency": 1}

@@ -23,6 +23,7 @@ class BaseLoss(nn.Module):
     data_facts: ClassVar[tuple[str, ...]] = ("class_counts",)  # `DataFacts` fields given to __init__
     required_sampler: ClassVar[str | None] = None  # class path of the batch sampler it needs (or a subclass)
     required_optimizer: ClassVar[str | None] = None  # class path of the optimizer it prescribes
+    stateful: ClassVar[bool] = False  # forward updates state (LibAUC pAUC): never evaluated on val/test
 
     def __init__(self, class_counts: Sequence[int] | None = None) -> None:
         super().__init__()

@@ -49,6 +49,7 @@ class LibAUCPartialAUCDRO(BaseLoss):
     """
 
     data_facts = ("class_counts", "num_sample_ids")
+    stateful = True  # forward updates the per-sample moving averages
     required_sampler = DUAL_SAMPLER
 
     def __init__(self, num_sample_ids: int | None = None, gamma: float = 0.9, margin: float = 1.0,
