@@ -24,7 +24,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hightpr.callbacks import BestEpoch
+from hightpr.callbacks import AtomicCheckpointIO, BestEpoch, LastCheckpoint, RNGState
 from hightpr.errors import HightprError
 from hightpr.models import MODELS_BY_INPUT
 from hightpr.module import HighTPRModule
@@ -34,10 +34,10 @@ log = logging.getLogger("hightpr")
 
 GROUPS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler", "trainer", "logger",
           "ensemble")
-TOP_LEVEL = (*GROUPS, "seed", "name", "init_from", "paths", "evaluation")
+TOP_LEVEL = (*GROUPS, "seed", "name", "init_from", "resume", "paths", "evaluation")
 # trainer keys that hightpr reads itself; every other trainer key is a Lightning Trainer argument
 TRAINER_OWN = ("batch_size", "eval_batch_size", "patience", "num_threads")
-TRAINER_SET_BY_HIGHTPR = ("callbacks", "logger", "default_root_dir")
+TRAINER_SET_BY_HIGHTPR = ("callbacks", "logger", "default_root_dir", "plugins")
 FIXED_KEYS = {
     "ensemble": ("members", "member", "base_seed", "key"),
     "paths": ("data_dir", "output_root", "runs_csv"),
@@ -280,7 +280,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
     callbacks = [
         BestEpoch(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor=f"val/{monitor}",
                   mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break="val/loss"),
+        # last.ckpt once an epoch is complete (after its validation): a killed run resumes from it
+        LastCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
+        RNGState(),
         pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t["patience"]),
     ]
     with config_errors("trainer"):
-        return pl.Trainer(logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), **lightning)
+        return pl.Trainer(logger=logger, callbacks=callbacks, default_root_dir=str(run_dir),
+                          plugins=[AtomicCheckpointIO()], **lightning)

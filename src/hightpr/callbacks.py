@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+import random
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 
 class BestEpoch(ModelCheckpoint):
@@ -48,3 +53,50 @@ class BestEpoch(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.best_tie_value = state_dict.get("best_tie_value", math.inf)
+
+
+class RNGState(pl.Callback):
+    """Saves the random streams in every checkpoint and restores them on resume.
+
+    torch (CPU and CUDA), numpy and Python's `random` drive the batch order, augmentation and
+    initialisation; with them restored a resumed run continues exactly as an uninterrupted one.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
+        state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, pos, has_gauss, gauss = state_dict["numpy"]  # plain types: loadable with weights_only
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed into place: a process killed while
+    saving leaves the previous `last.ckpt` intact, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+class LastCheckpoint(pl.Callback):
+    """`last.ckpt` at the end of every training epoch (after its validation): what a killed run
+    resumes from. At most the interrupted epoch is lost."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path)

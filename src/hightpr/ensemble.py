@@ -28,7 +28,7 @@ from hightpr.task import Task
 
 MEMBER_PREFIX = "member_"
 # Config parts that do not change what a member learns: they stay out of the ensemble key.
-KEY_IGNORED_TOP = ("seed", "name", "paths", "ensemble", "logger", "hydra")
+KEY_IGNORED_TOP = ("seed", "name", "paths", "ensemble", "logger", "hydra", "resume")
 KEY_IGNORED = {
     "dataset": ("seed", "root", "eval_batch_size"),
     "trainer": ("enable_progress_bar", "num_threads", "log_every_n_steps", "enable_model_summary",
@@ -78,10 +78,26 @@ def ensemble_key(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> s
     Two configurations get the same key only if they differ in nothing but the ignored parts
     (seed, paths, logging, cosmetics of the trainer), so a finished member is found again.
     """
-    digest = hashlib.sha1(json.dumps(key_content(cfg), sort_keys=True, default=str).encode()).hexdigest()
+    digest = _digest(key_content(cfg))
+    parts = _choice_parts(choices)
+    return "-".join([*parts, digest]) if parts else f"ens-{digest}"
+
+
+def run_key(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> str:
+    """The folder name of a single run: `<dataset>-<loss>-<reg>-s<seed>-<digest>`, the ensemble
+    key's content plus the seed. The same command (or the same job of a sweep) finds its run again:
+    finished, it is not retrained; interrupted, it resumes."""
+    digest = _digest({"seed": cfg.get("seed"), **key_content(cfg)})
+    return "-".join([*_choice_parts(choices), f"s{cfg.get('seed')}", digest])
+
+
+def _digest(content: dict) -> str:
+    return hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _choice_parts(choices: Mapping[str, str] | None) -> list[str]:
     choices = choices or {}
-    parts = [str(choices[g]).replace("/", "_") for g in KEY_CHOICES if choices.get(g)]
-    return "-".join([*parts, digest[:8]]) if parts else f"ens-{digest[:8]}"
+    return [str(choices[g]).replace("/", "_") for g in KEY_CHOICES if choices.get(g)]
 
 
 # -- logit averaging -----------------------------------------------------------------------------

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
+import os
+import socket
+import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,8 +38,11 @@ def load_logits(path: Path) -> dict[str, np.ndarray]:
 
 
 def save_metrics(run_dir: Path, metrics: Mapping) -> Path:
+    """`metrics.json`, written atomically: it is the mark of a finished run, never half there."""
     path = Path(run_dir) / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    os.replace(tmp, path)
     return path
 
 
@@ -99,3 +106,85 @@ def runs_row(cfg: DictConfig, run_dir: Path, reports: Mapping[str, Mapping], cho
     for stage, report in reports.items():
         row.update({f"{stage}_{k}": v for k, v in report.items()})
     return row
+
+
+class RunLock:
+    """One process trains a run dir at a time: an exclusive `flock` on `<run_dir>/run.lock`.
+
+    The kernel drops the lock when its process dies (kill -9, a node reboot), so a lock left by a
+    crash is stale by construction and the next process simply takes it over. The file keeps
+    the owner (host, pid, start time) for the log line of a process that has to wait.
+    """
+
+    def __init__(self, run_dir: Path, poll_s: float = 5.0) -> None:
+        self.path = Path(run_dir) / "run.lock"
+        self.poll_s = poll_s
+        self._handle = None
+
+    def owner(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def acquire(self) -> bool:
+        """Take the lock; returns True when another process held it first (and we waited)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        waited = False
+        while True:
+            try:
+                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    logging.getLogger("hightpr").info("%s is being trained by %s; waiting for it",
+                                                      self.path.parent, self.owner())
+                waited = True
+                time.sleep(self.poll_s)
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"host {socket.gethostname()} pid {os.getpid()} since "
+                           f"{datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        self._handle.flush()
+        return waited
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+OUTPUTS = ("metrics.json", "logits_val.npz", "logits_test.npz", "config_resolved.yaml")
+OUTPUT_DIRS = ("checkpoints", "csv")
+
+
+def clear_outputs(run_dir: Path) -> None:
+    """Remove what an earlier, unfinished or discarded attempt left in a run dir (not Hydra's files)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in OUTPUTS:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in OUTPUT_DIRS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def describe_checkpoint(path: Path) -> str | None:
+    """`N epochs done` of a Lightning checkpoint (for the resume log line); None if unreadable
+    (a process killed while writing it)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - truncated or corrupt: the caller starts the run over
+        return None
+    return f"{int(state.get('epoch', -1)) + 1} epochs done"

@@ -11,7 +11,6 @@ import argparse
 import copy
 import logging
 import math
-import shutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -71,11 +70,8 @@ def train_members(cfg: DictConfig, run_fn: Callable[[DictConfig, Path], dict],
         if is_finished(mdir):
             log.info("member %d already finished: %s", m, mdir)
             continue
-        if mdir.exists():
-            log.warning("member %d: removing the outputs of an unfinished earlier attempt in %s", m, mdir)
-            shutil.rmtree(mdir)
         log.info("training member %d (seed %d) in %s", m, int(cfg.ensemble.get("base_seed") or 0) + m, mdir)
-        run_fn(member_config(cfg, m, edir), mdir)
+        run_fn(member_config(cfg, m, edir), mdir)  # resumes an interrupted attempt; waits for another process
     if member is not None:
         log.info("member %d done; aggregate the finished members with: hightpr-ensemble %s", member, edir)
         return {"member": member, "run_dir": str(member_dir(edir, member))}

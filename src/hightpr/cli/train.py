@@ -8,6 +8,7 @@ logits_{val,test}.npz and a row of the experiment's runs.csv. The wiring is `hig
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -24,9 +25,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hightpr.build import build_datamodule, build_module, build_trainer, check_keys
 from hightpr.cli.ensemble import ensemble_requested, train_members
+from hightpr.ensemble import is_finished, run_key
 from hightpr.errors import HightprError, user_errors
-from hightpr.runs import append_run, flatten, runs_row, save_logits, save_metrics
+from hightpr.runs import (
+    RunLock,
+    append_run,
+    clear_outputs,
+    describe_checkpoint,
+    flatten,
+    runs_row,
+    save_logits,
+    save_metrics,
+)
 
+RESUME_MODES = ("auto", "never")  # resume=auto|never|<run dir>
 CONFIG_MODULE = "hightpr.conf"  # the packaged configs; users add theirs with --config-dir / hydra.searchpath
 log = logging.getLogger("hightpr")
 
@@ -53,33 +65,61 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
+def _run_key_resolver(*, _root_: DictConfig) -> str:
+    """`${hightpr_run_key:}`: the run's folder name (the run dir of every job, single or swept)."""
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices", default=None)
+    choices = {k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")}
+    return run_key(_root_, choices)
+
+
+if not OmegaConf.has_resolver("hightpr_run_key"):
+    OmegaConf.register_new_resolver("hightpr_run_key", _run_key_resolver, use_cache=False)
+
+
 def default_run_dir(cfg: DictConfig) -> Path:
-    """Hydra's job dir when Hydra runs the job; else a fresh dir under `<output_root>/<name>/runs/`."""
+    """`resume=<run dir>`, else Hydra's job dir, else `<output_root>/<name>/runs/<run key>`: the same
+    configuration always lands in the same folder (a finished run is found, a killed one resumed)."""
+    resume = str(cfg.get("resume") or "auto")
+    if resume not in RESUME_MODES:
+        return Path(resume)
     job_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir") if HydraConfig.initialized() else None
     if job_dir:
         return Path(job_dir)
-    root = Path(cfg.paths.output_root) / str(cfg.name) / "runs"
-    n = len(list(root.glob("run-*"))) if root.is_dir() else 0
-    while (root / f"run-{n:04d}").exists():
-        n += 1
-    return root / f"run-{n:04d}"
+    return Path(cfg.paths.output_root) / str(cfg.name) / "runs" / run_key(cfg, choices())
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
-    """Train, keep the best epoch on the validation monitor, test it, save every output."""
+    """Train, keep the best epoch on the validation monitor, test it, save every output.
+
+    A finished run dir is not trained again (`resume=never` does); an interrupted one continues
+    from its `last` checkpoint. One process at a time trains a run dir (`RunLock`).
+    """
     check_keys(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    if cfg.trainer.get("num_threads"):
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    try:
-        return _fit_and_test(cfg, run_dir)
-    finally:
-        torch.set_num_threads(threads)
+    fresh = str(cfg.get("resume") or "auto") == "never"
+    with RunLock(run_dir):
+        if is_finished(run_dir) and not fresh:
+            log.info("already finished, not trained again: %s (resume=never retrains it)", run_dir)
+            return json.loads((run_dir / "metrics.json").read_text())
+        last = run_dir / "checkpoints" / "last.ckpt"
+        done = None if fresh or not last.is_file() else describe_checkpoint(last)
+        if done is None:
+            if last.is_file() and not fresh:
+                log.warning("%s is unreadable (killed while writing it?): starting %s over", last, run_dir)
+            clear_outputs(run_dir)
+            last = None
+        else:
+            log.info("resuming %s from its last checkpoint (%s)", run_dir, done)
+        threads = torch.get_num_threads()
+        if cfg.trainer.get("num_threads"):
+            torch.set_num_threads(int(cfg.trainer.num_threads))
+        try:
+            return _fit_and_test(cfg, run_dir, last)
+        finally:
+            torch.set_num_threads(threads)
 
 
-def _fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
+def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, facts = build_datamodule(cfg)
     module = build_module(cfg, datamodule, facts, choices())
@@ -87,7 +127,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("data %s", datamodule.summary())
 
     trainer = build_trainer(cfg, run_dir, monitor=module.evaluator.monitor)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     best = trainer.checkpoint_callback.best_model_path or None
     trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)

@@ -34,9 +34,17 @@ class DualBatchSampler(Sampler[list[int]]):
             raise HightprError(f"sampler.positive_rate={positive_rate} leaves no negatives in a batch "
                                f"of {batch_size}")
         self.seed, self.epoch = int(seed), 0
+        # Lightning calls `set_epoch` on `batch_sampler.sampler` at every epoch start, resumed runs
+        # included: exposing ourselves there gives a resumed run the batches of an uninterrupted one.
+        self.sampler = self
 
     def __len__(self) -> int:
         return math.ceil(len(self.negatives) / self.num_neg)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order to draw next (Lightning calls it each epoch: a resumed run draws
+        the same batches as an uninterrupted one)."""
+        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)

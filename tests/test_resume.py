@@ -1,0 +1,85 @@
+"""Runs that survive: kill -9 and the same command resumes; finished runs are found again; locks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from hightpr.runs import RunLock
+from tests.conftest import ROOT, _args
+
+RESUMABLE = ["reg=alm", "reg.mu0=1e-3", "reg.mu_schedule=official", "trainer.max_epochs=6",
+             "trainer.batch_size=8", "trainer.deterministic=true", "sampler=dual"]
+
+
+def test_kill_9_then_the_same_command_resumes_to_the_same_metrics(tiny_data_dir, tmp_path, train):
+    reference = train(*RESUMABLE, name="reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    args = [sys.executable, str(ROOT / "train.py"),
+            *_args(tiny_data_dir, tmp_path, RESUMABLE, True, "killed")]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "outputs" / "killed" / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(runs.glob("*/checkpoints/last.ckpt")):  # written atomically: complete once it exists
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = runs.iterdir()
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
+    epoch = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    assert epoch < 5
+
+    resumed = train(*RESUMABLE, name="killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.run_dir == run_dir and "resuming" in resumed.stderr
+    for key, value in reference.metrics["test"].items():
+        assert resumed.metrics["test"][key] == pytest.approx(value, abs=1e-6), key
+    assert resumed.metrics["epochs_trained"] == reference.metrics["epochs_trained"]
+
+
+def test_a_finished_run_is_found_again_and_resume_never_retrains(train):
+    first = train("trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    stamp = (first.run_dir / "metrics.json").stat().st_mtime_ns
+    again = train("trainer.max_epochs=1")
+    assert again.run_dir == first.run_dir and "already finished" in again.stderr
+    assert (first.run_dir / "metrics.json").stat().st_mtime_ns == stamp
+    other_seed = train("trainer.max_epochs=1", "seed=2")
+    assert other_seed.run_dir != first.run_dir
+    fresh = train("trainer.max_epochs=1", "resume=never")
+    assert fresh.run_dir == first.run_dir and (first.run_dir / "metrics.json").stat().st_mtime_ns != stamp
+    assert fresh.metrics["test"] == first.metrics["test"]  # same seed, same result
+
+
+def test_an_unreadable_last_checkpoint_starts_the_run_over(train):
+    first = train("trainer.max_epochs=1")
+    (first.run_dir / "metrics.json").unlink()  # as if killed before the end
+    (first.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"truncated")
+    again = train("trainer.max_epochs=1")
+    assert again.returncode == 0 and "starting" in again.stderr and "over" in again.stderr
+    assert again.metrics["test"] == first.metrics["test"]
+
+
+def test_the_run_lock_waits_for_its_owner_and_survives_a_crash(tmp_path):
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r}); from hightpr.runs import RunLock; "
+            f"RunLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    lock = RunLock(tmp_path, poll_s=0.05)
+    assert f"pid {holder.pid}" in lock.owner()
+    holder.send_signal(signal.SIGKILL)  # the owner dies without releasing: the kernel drops its lock
+    holder.wait()
+    start = time.time()
+    lock.acquire()
+    assert time.time() - start < 5 and f"pid {os.getpid()}" in lock.owner()
+    lock.release()
