@@ -83,3 +83,65 @@ def test_the_run_lock_waits_for_its_owner_and_survives_a_crash(tmp_path):
     lock.acquire()
     assert time.time() - start < 5 and f"pid {os.getpid()}" in lock.owner()
     lock.release()
+
+
+# -- launchers, loggers, clusters ------------------------------------------------------------------
+@pytest.mark.slow  # ~1 minute: two launches of joblib worker processes
+def test_local_parallel_sweep_then_relaunch_trains_nothing(tiny_data_dir, tmp_path):
+    args = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
+            *_args(tiny_data_dir, tmp_path, ["seed=1,2", "reg=none,alm", "trainer.max_epochs=2"], True,
+                   "sweep")]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def launch() -> str:
+        proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    assert launch().count("`Trainer.fit` stopped") == 4
+    runs = sorted((tmp_path / "outputs" / "sweep" / "runs").glob("*/metrics.json"))
+    assert len(runs) == 4
+    stamps = [p.stat().st_mtime_ns for p in runs]
+    log = launch()
+    assert log.count("already finished") == 4 and "`Trainer.fit`" not in log  # nothing trained again
+    assert [p.stat().st_mtime_ns for p in runs] == stamps
+
+
+def test_lightning_does_not_requeue_slurm_jobs_itself(monkeypatch, tmp_path):
+    from hightpr.build import build_trainer
+    from hightpr.cli.train import compose_config
+
+    for key, value in {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "hightpr",
+                       "SLURM_NODELIST": "node1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    trainer = build_trainer(compose_config(["logger=none", "trainer.accelerator=cpu"]), tmp_path)
+    environment = trainer._accelerator_connector.cluster_environment
+    assert type(environment).__name__ == "SLURMEnvironment" and environment.auto_requeue is False
+
+
+def test_submitit_requeues_a_preempted_job_with_the_same_arguments():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    launcher = SlurmLauncher()
+    again = launcher.checkpoint(["seed=3"], 5)  # what submitit calls on pre-emption or time-out
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert again.function is launcher and again.args == (["seed=3"], 5)
+
+
+def test_tensorboard_logger_writes_events(train):
+    pytest.importorskip("tensorboard")
+    r = train("logger=tensorboard", "trainer.max_epochs=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((r.run_dir / "tb").glob("events.out.tfevents.*"))
+
+
+def test_wandb_groups_the_members_of_an_ensemble(tmp_path):
+    from hightpr.cli.ensemble import member_config
+    from hightpr.cli.train import compose_config
+
+    cfg = compose_config(["logger=wandb", "ensemble.members=3", "logger.tags=[rankreg-t1,bce]"])
+    member = member_config(cfg, 2, tmp_path / "ensembles" / "tiny-bce-none-abc")
+    assert member.logger.group == "tiny-bce-none-abc" and list(member.logger.tags) == ["rankreg-t1", "bce"]
+    assert cfg.logger.offline is True

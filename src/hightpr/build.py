@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, get_object, instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.callbacks import AtomicCheckpointIO, BestEpoch, LastCheckpoint, RNGState
@@ -44,6 +45,7 @@ FIXED_KEYS = {
     "evaluation": ("operating_tprs", "delta"),
 }
 HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+LOGGER_PACKAGES = {"WandbLogger": "wandb", "TensorBoardLogger": "tensorboard"}  # optional extras
 
 
 @dataclass(frozen=True)
@@ -274,9 +276,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     lightning = {k: v for k, v in t.items() if k not in TRAINER_OWN}
     target = str(cfg.logger.get("_target_", "")) if cfg.get("logger") else ""
-    if "Wandb" in target and importlib.util.find_spec("wandb") is None:
-        raise HightprError("logger=wandb needs wandb: pip install 'hightpr[wandb]'")
+    for cls, package in LOGGER_PACKAGES.items():
+        if target.endswith(cls) and importlib.util.find_spec(package) is None:
+            raise HightprError(f"logger={cls} needs {package}: pip install 'hightpr[{package}]'")
     logger = build(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
+    plugins: list = [AtomicCheckpointIO()]
     callbacks = [
         BestEpoch(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor=f"val/{monitor}",
                   mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break="val/loss"),
@@ -285,6 +289,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
         RNGState(),
         pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t["patience"]),
     ]
+    if SLURMEnvironment.detect():  # submitit requeues pre-empted jobs: Lightning must not fight it
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     with config_errors("trainer"):
         return pl.Trainer(logger=logger, callbacks=callbacks, default_root_dir=str(run_dir),
-                          plugins=[AtomicCheckpointIO()], **lightning)
+                          plugins=plugins, **lightning)

@@ -88,6 +88,23 @@ def default_run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_root) / str(cfg.name) / "runs" / run_key(cfg, choices())
 
 
+def job_resources(cfg: DictConfig) -> tuple[int | None, int | None]:
+    """(torch threads, GPU index) of this job: `trainer.num_threads` if set; under the local
+    parallel launcher, cores / n_jobs and, with several GPUs, GPU (job number mod GPU count)."""
+    threads = int(cfg.trainer.num_threads) if cfg.trainer.get("num_threads") else None
+    launcher = OmegaConf.select(HydraConfig.get(), "launcher") if HydraConfig.initialized() else None
+    if launcher is None or "Joblib" not in str(launcher.get("_target_", "")):
+        return threads, None
+    cores = os.cpu_count() or 1
+    n_jobs = int(launcher.get("n_jobs") or -1)
+    n_jobs = cores if n_jobs < 1 else n_jobs
+    threads = threads or max(1, cores // n_jobs)
+    gpus = torch.cuda.device_count() if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") else 0
+    single = cfg.trainer.get("devices") in (1, "1", None)
+    gpu = int(HydraConfig.get().job.num) % gpus if gpus > 1 and single else None
+    return threads, gpu
+
+
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Train, keep the best epoch on the validation monitor, test it, save every output.
 
@@ -111,8 +128,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         else:
             log.info("resuming %s from its last checkpoint (%s)", run_dir, done)
         threads = torch.get_num_threads()
-        if cfg.trainer.get("num_threads"):
-            torch.set_num_threads(int(cfg.trainer.num_threads))
+        budget, gpu = job_resources(cfg)
+        if budget:
+            torch.set_num_threads(budget)
+        if gpu is not None:
+            cfg = OmegaConf.merge(cfg, {"trainer": {"devices": [gpu]}})
+            log.info("local job %s: GPU %d", HydraConfig.get().job.num, gpu)
         try:
             return _fit_and_test(cfg, run_dir, last)
         finally:
