@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -145,3 +147,39 @@ def test_wandb_groups_the_members_of_an_ensemble(tmp_path):
     member = member_config(cfg, 2, tmp_path / "ensembles" / "tiny-bce-none-abc")
     assert member.logger.group == "tiny-bce-none-abc" and list(member.logger.tags) == ["rankreg-t1", "bce"]
     assert cfg.logger.offline is True
+
+
+def test_two_process_ddp_evaluates_every_sample_once(train_cli):
+    """Both ranks' shares are gathered: the same metrics and logits as one process (same weights:
+    evaluation of the initial model, no training batches)."""
+    common = ("trainer.limit_train_batches=0", "trainer.max_epochs=1")
+    single = train_cli(*common, name="single")
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = train_cli("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                    "trainer.precision=32-true", "trainer.sync_batchnorm=false",
+                    "trainer.enable_progress_bar=false", "trainer.num_threads=1", *common, name="ddp")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    for stage in ("val", "test"):
+        assert ddp.metrics[stage] == pytest.approx(single.metrics[stage], rel=1e-6), stage
+        a, b = (np.load(r.run_dir / f"logits_{stage}.npz") for r in (single, ddp))
+        assert np.array_equal(a["ids"], b["ids"]) and len(np.unique(b["ids"])) == len(b["ids"])
+        np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-6)
+    rows = pd.read_csv(ddp.runs_csv)
+    assert len(rows) == 1  # one process writes
+
+
+def test_alm_multipliers_are_summed_over_processes(monkeypatch):
+    from hightpr.regularizers import alm
+
+    reg = alm.ALMRegularizer(num_sample_ids=6, mu0=0.5)
+    reduced = []
+
+    def all_reduce(t):  # a second process contributed the same update
+        reduced.append(t.clone())
+        t.mul_(2)
+
+    monkeypatch.setattr(alm, "distributed", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    reg._update_all_processes(torch.tensor([1, 4]), torch.tensor([0.2, 0.6]), torch.tensor([True, True]))
+    assert reg.lambdas.tolist() == pytest.approx([0, 0.2, 0, 0, 0.6, 0])  # 2 x 0.5 x q
+    assert reg.seen.tolist() == [False, True, False, False, True, False]

@@ -289,6 +289,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
         RNGState(),
         pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t["patience"]),
     ]
+    if "ddp" in str(lightning.get("strategy", "")) and _is_subclass(cfg.sampler._target_,
+                                                                    "hightpr.data.samplers.DualBatchSampler"):
+        raise HightprError("trainer=ddp shards the training data with a distributed sampler, which "
+                           "sampler=dual does not support yet: use sampler=random")
     if SLURMEnvironment.detect():  # submitit requeues pre-empted jobs: Lightning must not fight it
         plugins.append(SLURMEnvironment(auto_requeue=False))
     with config_errors("trainer"):

@@ -76,7 +76,7 @@ class HighTPRModule(pl.LightningModule):
         parts = self._gather.pop(stage, [])
         if not parts:
             return {}
-        logits, labels, ids = (torch.cat(t) for t in zip(*parts, strict=True))
+        logits, labels, ids = self._whole_split(*(torch.cat(t) for t in zip(*parts, strict=True)))
         loss = self._split_loss(logits, labels, ids)
         logits, labels, ids = logits.float().cpu().numpy(), labels.cpu().numpy(), ids.cpu().numpy()
         self.outputs[stage] = {"scores": self.evaluator.scores(logits), "labels": labels,
@@ -88,6 +88,22 @@ class HighTPRModule(pl.LightningModule):
         for key, value in report.items():
             self.log(f"{stage}/{key}", float(value), prog_bar=key == self.evaluator.monitor)
         return report
+
+    def _whole_split(self, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every process's share of the split (data-parallel runs), each sample once, by sample id.
+
+        Distributed samplers pad the shares to equal length with repeated samples: duplicates go.
+        The order (ascending id) is the same for one process and many.
+        """
+        if self.trainer is not None and self.trainer.world_size > 1:
+            logits, labels, ids = (self.all_gather(t).flatten(0, 1) for t in (logits, labels, ids))
+        order = torch.argsort(ids, stable=True)
+        sorted_ids = ids[order]
+        first = torch.ones_like(sorted_ids, dtype=torch.bool)
+        first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+        keep = order[first]
+        return logits[keep], labels[keep], ids[keep]
 
     @torch.no_grad()
     def _split_loss(self, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> float | None:

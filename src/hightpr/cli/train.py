@@ -105,6 +105,16 @@ def job_resources(cfg: DictConfig) -> tuple[int | None, int | None]:
     return threads, gpu
 
 
+def worker_process() -> bool:
+    """Whether this process is a non-zero rank of a data-parallel run (launched by rank 0)."""
+    return any(int(os.environ.get(var, "0") or 0) > 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def _resume_point(run_dir: Path, fresh: bool) -> Path | None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return None if fresh or not last.is_file() else last
+
+
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Train, keep the best epoch on the validation monitor, test it, save every output.
 
@@ -114,6 +124,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     check_keys(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     fresh = str(cfg.get("resume") or "auto") == "never"
+    if worker_process():  # a data-parallel worker started by rank 0, which holds the lock
+        return _fit_and_test(cfg, run_dir, _resume_point(run_dir, fresh))
     with RunLock(run_dir):
         if is_finished(run_dir) and not fresh:
             log.info("already finished, not trained again: %s (resume=never retrains it)", run_dir)
@@ -144,8 +156,9 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, facts = build_datamodule(cfg)
     module = build_module(cfg, datamodule, facts, choices())
-    OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
-    log.info("data %s", datamodule.summary())
+    if not worker_process():
+        OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+        log.info("data %s", datamodule.summary())
 
     trainer = build_trainer(cfg, run_dir, monitor=module.evaluator.monitor)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
@@ -153,8 +166,6 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
 
-    for stage in ("val", "test"):
-        save_logits(run_dir, stage, module.outputs[stage])
     metrics = {
         "val": module.reports["val"], "test": module.reports["test"],
         "epochs_trained": trainer.current_epoch, "global_step": trainer.global_step, "best_checkpoint": best,
@@ -163,6 +174,10 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     operating_points = getattr(module.evaluator, "operating_points", None)  # threshold on val, rates on test
     if operating_points is not None:
         metrics["operating_point"] = operating_points(module.outputs["val"], module.outputs["test"])
+    if not trainer.is_global_zero:  # data-parallel: one process (rank 0) writes the outputs
+        return metrics
+    for stage in ("val", "test"):
+        save_logits(run_dir, stage, module.outputs[stage])
     save_metrics(run_dir, metrics)
     row = runs_row(cfg, run_dir, module.reports, choices())
     row.update(flatten("op", metrics.get("operating_point", {})))

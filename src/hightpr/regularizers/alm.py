@@ -106,6 +106,12 @@ def official_mu_step(mu: float, ref: float, val: float, k: int, rho: float, cap:
     return (mu * rho if grows else mu), val, False
 
 
+def distributed() -> bool:
+    """Whether several processes train together (DDP): state shared across them must be synced."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
 class ALMRegularizer(Regularizer):
     """`reg=alm`: the binary constraint of Eq. 4, one multiplier per training-sample id.
 
@@ -221,12 +227,27 @@ class ALMRegularizer(Regularizer):
             return
         ids, q, owner, has_pairs = self._pending
         self._pending = None
-        self.lambdas.index_put_((ids,), (self.mu * q).to(self.lambdas.dtype), accumulate=True)
-        self.seen[ids] = self.seen[ids] | owner
+        if distributed():
+            self._update_all_processes(ids, q, owner)
+        else:
+            self.lambdas.index_put_((ids,), (self.mu * q).to(self.lambdas.dtype), accumulate=True)
+            self.seen[ids] = self.seen[ids] | owner
         counted = owner & has_pairs
         satisfied = counted & (q <= 0)
         stats = (q.sum(), counted.sum(), satisfied.sum())
         self.epoch_stats += torch.stack([v.to(self.epoch_stats.dtype) for v in stats])
+
+    def _update_all_processes(self, ids: torch.Tensor, q: torch.Tensor, owner: torch.Tensor) -> None:
+        """Data-parallel training: every process applies the multiplier updates of all processes,
+        so lambda stays one vector (a sample id may be on any process in any epoch)."""
+        delta = torch.zeros_like(self.lambdas).index_put_((ids,), (self.mu * q).to(self.lambdas.dtype),
+                                                           accumulate=True)
+        seen = torch.zeros(self.seen.shape, dtype=torch.int32, device=self.seen.device)
+        seen.index_put_((ids,), owner.to(torch.int32), accumulate=True)
+        torch.distributed.all_reduce(delta)
+        torch.distributed.all_reduce(seen)
+        self.lambdas += delta
+        self.seen |= seen > 0
 
     # -- schedule ----------------------------------------------------------------------------
     def on_train_epoch_start(self, epoch: int) -> None:
