@@ -28,6 +28,8 @@ def selector(group: str, option: str) -> str:
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_resolves(group, option):
+    if option.startswith("optuna"):
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'hightpr[optuna]'")
     cfg = composed(*NEEDS.get(group, []), selector(group, option))
     for key in RESOLVED:
         if cfg.get(key) is not None:

@@ -201,12 +201,20 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("PL_DISABLE_FORK", "1")
 
 
+def objective(metrics: dict) -> float | None:
+    """The validation metric a sweeper maximises (Optuna): AUC, or accuracy for multi-class runs."""
+    val = metrics.get("val") or {}
+    value = val.get("auc", val.get("accuracy"))
+    return None if value is None else float(value)
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
-def main(cfg: DictConfig) -> dict | None:
-    """Hydra entry point: a user error ends as one `error:` line and exit code 2."""
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: a user error ends as one `error:` line and exit code 2. Returns the
+    validation objective (for sweepers such as Optuna)."""
     _quiet_libraries()
     with user_errors():
-        return train(cfg)
+        return objective(train(cfg))
 
 
 __all__ = ["HightprError", "choices", "compose_config", "main", "run", "train"]
