@@ -26,6 +26,8 @@ import math
 import numpy as np
 from scipy.stats import binom
 
+from hightpr.metrics.roc import validated_arrays
+
 
 def _check_unit(name: str, value: float, example: str) -> None:
     """Refuse a rate outside (0, 1): no finite sample guarantees a TPR of 1 or an error level of 0."""
@@ -72,19 +74,8 @@ def np_order(n: int, tpr: float = 0.95, delta: float = 0.05) -> int:
 
 def positive_scores(scores, labels) -> np.ndarray:
     """Validated scores of the positives, ascending (numpy arrays, lists or tensors in)."""
-    if hasattr(scores, "detach"):
-        scores = scores.detach().float().cpu().numpy()
-    if hasattr(labels, "detach"):
-        labels = labels.detach().cpu().numpy()
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels).reshape(-1)
-    if s.shape != y.shape:
-        raise ValueError(f"scores ({s.size}) and labels ({y.size}) must have the same length")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or inf: the model diverged or the input is corrupt")
-    if not np.all((y == 0) | (y == 1)):
-        raise ValueError("labels must be binary (0 = negative, 1 = positive)")
-    return np.sort(s[y.astype(bool)])
+    s, y = validated_arrays(scores, labels)
+    return np.sort(s[y])
 
 
 def np_threshold(scores, labels, tpr: float = 0.95, delta: float = 0.05) -> float:

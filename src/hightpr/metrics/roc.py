@@ -14,8 +14,9 @@ from scipy.stats import rankdata
 
 ArrayLike = "np.ndarray | torch.Tensor | list[float]"
 
-def _as_numpy(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert inputs to float64 scores and bool labels."""
+
+def validated_arrays(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and binary labels (arrays, lists or tensors) as float64 and bool, checked."""
     if hasattr(scores, "detach"):
         scores = scores.detach().float().cpu().numpy()
     if hasattr(labels, "detach"):
@@ -28,13 +29,19 @@ def _as_numpy(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("scores contain NaN or inf: the model diverged or the input is corrupt")
     if not np.all((y == 0) | (y == 1)):
         raise ValueError("labels must be binary (0 = negative, 1 = positive)")
-    y = y.astype(bool)
+    return s, y.astype(bool)
+
+
+def _as_numpy(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert inputs to float64 scores and bool labels (both classes present)."""
+    s, y = validated_arrays(scores, labels)
     if y.all() or not y.any():
         raise ValueError(
             "ROC metrics need at least one positive and one negative sample "
             f"(got {int(y.sum())} positives, {int((~y).sum())} negatives)"
         )
     return s, y
+
 
 def roc_auc(scores, labels) -> float:
     """Area under the ROC curve as the Mann-Whitney statistic, ties counted 1/2."""
