@@ -5,11 +5,23 @@ BIN := $(VENV)/bin
 SOURCE_DATA ?= data-sources   # a folder with cifar10/cifar10-jpg.tar.gz, melanoma/, medmnist3d/ (offline sources)
 export HIGHTPR_DATA_DIR ?= $(CURDIR)/data
 ARGS ?=
+# Paper tables (docs/tables.md): make table-rankreg-t1 SCALE=cpu ROWS=acceptance DRY=1 LAUNCHER=slurm
+SCALE ?= cpu
+RESULTS ?= results
+ROWS ?=
+DRY ?=
+LAUNCHER ?=
+OVERRIDES ?=
+TABLES_CLI = $(BIN)/python -m hightpr.cli.tables
+COMMON_FLAGS = --results $(RESULTS) $(foreach o,$(OVERRIDES),--override '$(o)')
+TABLE_FLAGS = $(COMMON_FLAGS) --scale $(SCALE) $(if $(DRY),--dry) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
+	$(if $(ROWS),--rows '$(ROWS)')
+RENDER_FLAGS = $(COMMON_FLAGS) $(if $(filter command line environment,$(origin SCALE)),--scale $(SCALE))
 
-.PHONY: help setup test test-slow lint check-wheel data data-tiny data-mri train
+.PHONY: help setup test test-slow lint check-wheel data data-tiny data-mri train tables figures
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 setup:  ## create .venv and install hightpr with its dev extras
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +61,15 @@ data-mri:  ## SYNTHETIC MRI-style volumes at 1:2 and 1:8 (python train.py datase
 
 train:  ## python train.py $(ARGS), e.g. make train ARGS="trainer=cpu_quick seed=3"
 	$(BIN)/python train.py $(ARGS)
+
+table-%:  ## one paper table, e.g. table-rankreg-t1 (SCALE=paper|cpu|smoke ROWS= DRY=1 LAUNCHER=local|slurm)
+	$(TABLES_CLI) run $* $(TABLE_FLAGS)
+
+figure-%:  ## RankReg's figures: figure-rankreg-f3 (ROC), figure-rankreg-f4 (label noise); same options
+	$(TABLES_CLI) run $* $(TABLE_FLAGS)
+
+tables:  ## re-render every table from saved runs, training nothing (SCALE=... for one scale)
+	$(TABLES_CLI) render $(RENDER_FLAGS)
+
+figures:  ## re-render both figures from saved runs, training nothing
+	$(TABLES_CLI) render --figures $(RENDER_FLAGS)

@@ -1,0 +1,365 @@
+"""Render a table from saved runs beside the paper's: `results/tables/<scale>/<name>.{md,csv}`.
+
+Reads only (results/paper/ and the scale's pool results/runs/<scale>/); trains nothing. The
+markdown shows ours | paper | Δ per metric with the paper's bold/underline marks and our best
+per block in bold, the Avg.Δ row recomputed by definition D1, DeLong p where the paper has a
+significance table, the rows ours only, the selected hyper-parameters and the claims block.
+The CSV is tidy: the paper CSV's key columns, `paper` (the printed string), `ours` (percent),
+its 95% bootstrap interval, members, scale. The output depends on nothing but the saved runs,
+so rendering twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from hightpr.ensemble import finished_members
+from hightpr.tables import claims as claims_mod
+from hightpr.tables.cells import Cell, paper_cells, plan
+from hightpr.tables.paper import KEYS, as_float, decimals, load_paper
+from hightpr.tables.results import Outcome, outcome, paired, value
+from hightpr.tables.results import bootstrap as bootstrap_ci
+from hightpr.tables.runner import Context
+from hightpr.tables.specs import TableSpec
+
+CSV_COLUMNS = [*KEYS, "metric", "paper", "ours", "ours_ci_low", "ours_ci_high", "members", "scale",
+               "paper_note", "ours_only", "selected", "run"]
+NOT_RANKED = ("auc_std", "delong_significant", "hparam")
+
+
+def tables_dir(ctx: Context) -> Path:
+    return ctx.results_dir / "tables" / ctx.scale.name
+
+
+def d1(values: dict[tuple[str, str], float], metric: str) -> tuple[float, int] | None:
+    """Avg.Δ, definition D1 (results/paper/INDEX.md): per base loss, the better of {base, +ALM}
+    against +RankReg (positive = RankReg better); the mean over the losses that have all three.
+
+    `values[(base_loss, reg)]` in percent; `metric` is the compared metric (fpr@98tpr, auc).
+    """
+    up = claims_mod.higher_is_better(metric)
+    deltas = []
+    for loss in dict.fromkeys(k[0] for k in values):
+        trio = [values.get((loss, r)) for r in ("none", "alm", "rankreg")]
+        if any(v is None for v in trio):
+            continue
+        best = max(trio[:2]) if up else min(trio[:2])
+        deltas.append(trio[2] - best if up else best - trio[2])
+    return (float(np.mean(deltas)), len(deltas)) if deltas else None
+
+
+def compared_metric(avg_metric: str) -> str:
+    """avg_delta@98tpr -> fpr@98tpr, avg_delta_auc -> auc."""
+    return "auc" if avg_metric == "avg_delta_auc" else "fpr@" + avg_metric.removeprefix("avg_delta@")
+
+
+class TableView:
+    """A table's cells with the paper's numbers and ours, as the markdown, CSV and claims read them."""
+
+    def __init__(self, spec: TableSpec, ctx: Context) -> None:
+        self.spec, self.ctx = spec, ctx
+        self.n_boot = ctx.scale.bootstrap
+        self.all_cells = paper_cells(spec, ctx.paper_dir)
+        self.cell_set = set(self.all_cells)
+        self.plans = {c: plan(spec, c, ctx.scale, ctx.paper_dir, ctx.data_dir) for c in self.all_cells}
+        self.outcomes: dict[Cell, Outcome | None] = {
+            c: None if p.unavailable else outcome(p, ctx.pool, ctx.scale.grid_limit)
+            for c, p in self.plans.items()}
+        self.cells = [c for c in self.all_cells if not c.hidden and not c.extra]
+        self.visible = [c for c in self.all_cells if not c.hidden]
+        self.sections = list(dict.fromkeys(c.section for c in self.visible))
+        self.paper_rows = load_paper(ctx.paper_dir, spec.paper) if spec.paper else None
+        self.hparam = self.paper_rows is not None and (self.paper_rows.metric == "hparam").all()
+        self.printed: dict[tuple[Cell, str], tuple[str, str]] = {}
+        self.avg_printed: dict[tuple[str, str], tuple[str, str]] = {}
+        columns: list[str] = list(spec.metrics)
+        for _, r in (self.paper_rows.iterrows() if self.paper_rows is not None else ()):
+            if r.base_loss == "":
+                section = Cell(r.dataset, r.classes, r.ratio, "", "").section
+                self.avg_printed[(section, r.metric)] = (r.value, r.note)
+                continue
+            column = r.variant.removeprefix("hparam=") if self.hparam else r.metric
+            cell = Cell(*(r[k] for k in KEYS[:5]), "" if self.hparam else r.variant)
+            self.printed[(cell, column)] = (r.value, r.note)
+            if column not in columns:
+                columns.append(column)
+        self.columns = [c for c in columns if c != "none"]
+        self.comparable = [c for c in self.columns if c not in NOT_RANKED and not self.hparam
+                           and c not in ("auc_avg",)]
+
+    # -- values --------------------------------------------------------------------------------
+    def outcome(self, cell: Cell) -> Outcome | None:
+        return self.outcomes.get(cell)
+
+    def paper(self, cell: Cell, column: str) -> float | None:
+        printed = self.printed.get((cell, column))
+        return as_float(printed[0]) if printed else None
+
+    def ours(self, cell: Cell, column: str) -> float | None:
+        out = self.outcomes.get(cell)
+        if out is None:
+            return None
+        if column == "delong_significant":
+            ev = self.delong(cell)
+            return None if ev is None else float(ev["p"] <= claims_mod.ALPHA and ev["diff"] > 0)
+        if self.hparam:
+            return self.used_hparam(out, column)
+        return value(out, column)
+
+    def reference(self, cell: Cell) -> Cell:
+        return Cell(cell.dataset, cell.classes, cell.ratio, cell.base_loss, self.spec.reference or "none",
+                    hidden=bool(self.spec.reference))
+
+    @functools.cache  # noqa: B019 - one view per render
+    def delong(self, cell: Cell) -> dict | None:
+        ref = self.reference(cell)
+        a, b = self.outcomes.get(cell), self.outcomes.get(ref) or self.outcomes.get(
+            Cell(*(getattr(ref, k) for k in KEYS[:5])))
+        if a is None or b is None or cell.reg == ref.reg or not a.binary:
+            return None
+        return paired(a, b, "auc", self.n_boot)
+
+    def used_hparam(self, out: Outcome, name: str) -> float | None:
+        """The value of a paper hyper-parameter in the run's resolved config (ALM-v1 Tables 7-8)."""
+        from hightpr.tables.specs import recipes
+
+        key = recipes()["hparam_keys"].get(name)
+        members = finished_members(out.path)
+        if key is None or not members:
+            return None
+        cfg = OmegaConf.load(next(iter(members.values())) / "config_resolved.yaml")
+        found = OmegaConf.select(cfg, key)
+        return None if found is None else float(found)
+
+    def ci(self, cell: Cell, column: str) -> tuple[float, float] | None:
+        out = self.outcomes.get(cell)
+        if out is None or self.hparam:
+            return None
+        return bootstrap_ci(out, tuple(self.columns), self.n_boot).get(column)
+
+    @functools.cached_property
+    def avg_deltas(self) -> dict[str, dict[str, tuple[float | None, float | None, int]]]:
+        """{section: {avg metric: (paper printed, ours D1, losses)}} for tables with an Avg.Δ row."""
+        out: dict = {}
+        for (section, avg_metric), (printed, _) in self.avg_printed.items():
+            metric = compared_metric(avg_metric)
+            ours = {(c.base_loss, c.reg): self.ours(c, metric) for c in self.cells if c.section == section}
+            got = d1({k: v for k, v in ours.items() if v is not None}, metric)
+            out.setdefault(section, {})[avg_metric] = (as_float(printed), *(got or (None, 0)))
+        return out
+
+    def paper_d1(self, section: str, avg_metric: str) -> float | None:
+        metric = compared_metric(avg_metric)
+        vals = {(c.base_loss, c.reg): self.paper(c, metric) for c in self.cells if c.section == section}
+        got = d1({k: v for k, v in vals.items() if v is not None}, metric)
+        return got[0] if got else None
+
+    def best(self, cell: Cell, column: str) -> bool:
+        """Our best value of its block (`bold`: per base loss or per section), paper rows only."""
+        if not self.spec.bold or column in NOT_RANKED or self.hparam or cell.extra:
+            return False
+        block = [c for c in self.cells if c.section == cell.section
+                 and (self.spec.bold == "section" or c.base_loss == cell.base_loss)]
+        vals = [v for c in block if (v := self.ours(c, column)) is not None]
+        mine = self.ours(cell, column)
+        if mine is None or len(vals) < 2:
+            return False
+        return mine == (max(vals) if claims_mod.higher_is_better(column) else min(vals))
+
+    def selected(self, cell: Cell) -> str:
+        out = self.outcomes.get(cell)
+        return "; ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in (out.chosen.items() if out else ()))
+
+
+# -- formatting ----------------------------------------------------------------------------------
+def _dp(view: TableView, cell: Cell, column: str) -> int:
+    printed = view.printed.get((cell, column))
+    if printed and printed[0]:
+        return decimals(printed[0])
+    counts = [decimals(v) for (_, col), (v, _) in view.printed.items() if col == column and v]
+    return max(set(counts), key=counts.count) if counts else 1
+
+
+def _num(v: float | None, dp: int, sign: bool = False) -> str:
+    if v is None:
+        return ""
+    return f"{v:+.{dp}f}" if sign else f"{v:.{dp}f}"
+
+
+def _hp(v: float | None) -> str:
+    return "" if v is None else f"{v:g}"
+
+
+def _marked(printed: str, note: str) -> str:
+    if not printed:
+        return note
+    return {"bold": f"**{printed}**", "underline": f"<u>{printed}</u>"}.get(note, printed)
+
+
+def _header(view: TableView) -> list[str]:
+    spec, scale = view.spec, view.ctx.scale
+    members = sorted({p.members for p in view.plans.values()})
+    runs = f"ensembles of {'/'.join(map(str, members))} members from `results/runs/{scale.name}/`"
+    if view.hparam:
+        ours = f"Ours: the values the runs used (their resolved configs; {runs})."
+    else:
+        bold = f" Bold ours: our best per {spec.bold.replace('_', ' ')} block." if spec.bold else ""
+        ours = (f"Ours: {runs}, in percent; Δ = ours − paper; 95% intervals (bootstrap over test "
+                f"samples, {view.n_boot} replicates) in the CSV.{bold} † rows are ours only.")
+    lines = [f"# {spec.title}", "",
+             f"**Scale: {scale.name}** ({scale.description}). Budget: {scale.budget}.", "",
+             f"Paper numbers: `results/paper/{spec.paper}.csv` (as printed). {ours}", "",
+             "Data and hyper-parameters per section:"]
+    for section in view.sections:
+        plans = [view.plans[c] for c in view.visible if c.section == section]
+        reasons = sorted({p.unavailable for p in plans if p.unavailable})
+        sources = ", ".join(dict.fromkeys(p.source for p in plans if p.source)) or "none published"
+        grids = ", ".join(dict.fromkeys(s.preset for p in plans for s in p.stages))
+        sources += f"; grids selected on validation: {grids}" if grids else ""
+        data = "; ".join(dict.fromkeys(p.data_note for p in plans))
+        lines.append(f"- `{section}`: {data}. Hyper-parameters: {sources}."
+                     + "".join(f" **Not run: {r}.**" for r in reasons))
+    return [*lines, ""]
+
+
+def _section_table(view: TableView, section: str) -> list[str]:
+    cols = view.columns
+    def with_delta(col: str) -> bool:
+        return not view.hparam and col != "delong_significant"
+
+    head = ["row"]
+    for col in cols:
+        name = col if view.hparam else claims_mod.metric_name(col)
+        head += [f"{name} ours", "paper"] + (["Δ"] if with_delta(col) else [])
+    if view.spec.delong:
+        head.append("DeLong p vs base (ours)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    rows = [c for c in view.visible if c.section == section]
+    extras = [c for c in rows if c.extra]
+    for cell in [c for c in rows if not c.extra] + extras:
+        if cell.extra and cell is extras[0]:
+            lines.append("| *ours only (not in the paper)* |" + " |" * (len(head) - 1))
+        cells = [cell.label]
+        for col in cols:
+            dp = _dp(view, cell, col)
+            printed, note = view.printed.get((cell, col), ("", ""))
+            ours = view.ours(cell, col)
+            text = _hp(ours) if view.hparam else _num(ours, dp)
+            if text and view.best(cell, col):
+                text = f"**{text}**"
+            paper = as_float(printed)
+            cells += [text, _marked(printed, note)]
+            if with_delta(col):
+                both = ours is not None and paper is not None
+                cells.append(_num(ours - paper, dp, sign=True) if both else "")
+        if view.spec.delong:
+            ev = view.delong(cell)
+            cells.append("" if ev is None else f"{ev['p']:.3g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    avg = view.avg_deltas.get(section)
+    if avg:
+        losses = len({c.base_loss for c in view.cells if c.section == section})
+        used = max((n for _, _, n in avg.values()), default=0)
+        note = "" if used == losses else f"; ours over {used} of {losses} losses"
+        cells = [f"Avg.Δ (D1: RankReg vs the better of base, +ALM{note})"]
+        for col in cols:
+            got = [(k, v) for k, v in avg.items() if compared_metric(k) == col]
+            if not got:
+                cells += ["", "", ""]
+                continue
+            avg_metric, (paper, ours, _) = got[0]
+            printed = view.avg_printed[(section, avg_metric)][0]
+            dp = decimals(printed)
+            cells += [_num(ours, dp), printed, _num(ours - paper, dp, sign=True) if ours is not None else ""]
+        lines.append("| " + " | ".join(cells) + (" |" if not view.spec.delong else " | |"))
+    return lines
+
+
+def render_markdown(view: TableView) -> str:
+    lines = _header(view)
+    for section in view.sections:
+        lines += [f"## {section}", "", *_section_table(view, section), ""]
+        picked = [(c, s) for c in view.visible if c.section == section and (s := view.selected(c))]
+        if picked:
+            lines.append("Selected on validation (grid steps; the test set chooses nothing):")
+            lines += [f"- {c.label}: {s}" for c, s in picked]
+            lines.append("")
+        avg = view.avg_deltas.get(section)
+        if avg:
+            recomputed = ", ".join(f"{k}: {view.paper_d1(section, k):.3f} (printed {v[0]:.1f})"
+                                   for k, v in avg.items() if view.paper_d1(section, k) is not None)
+            lines += [f"D1 on the paper's own rows: {recomputed}.", ""]
+    if view.spec.claims:
+        lines += ["## Claims", "", "What the paper concludes from this table, on our numbers "
+                  f"(significance at {claims_mod.ALPHA}):", ""]
+        for claim in view.spec.claims:
+            lines += claims_mod.check(claim, view)
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def tidy(view: TableView) -> pd.DataFrame:
+    """One row per printed number (and per number of a row ours only), ours beside it."""
+    rows = []
+    scale = view.ctx.scale.name
+
+    def row(cell: Cell, metric: str, variant: str, printed: str, note: str, ours: float | None,
+            ci: tuple | None, dp: int = 2) -> dict:
+        out = view.outcomes.get(cell)
+        return {"dataset": cell.dataset, "classes": cell.classes, "ratio": cell.ratio,
+                "base_loss": cell.base_loss, "reg": cell.reg, "variant": variant, "metric": metric,
+                "paper": printed,
+                "ours": _hp(ours) if view.hparam else _num(ours, dp),
+                "ours_ci_low": _num(ci[0], dp) if ci else "", "ours_ci_high": _num(ci[1], dp) if ci else "",
+                "members": str(out.members) if out else "", "scale": scale, "paper_note": note,
+                "ours_only": cell.extra, "selected": view.selected(cell), "run": out.key if out else ""}
+
+    for _, r in (view.paper_rows.iterrows() if view.paper_rows is not None else ()):
+        if r.base_loss == "":
+            section = Cell(r.dataset, r.classes, r.ratio, "", "").section
+            got = view.avg_deltas.get(section, {}).get(r.metric)
+            avg_cell = Cell(r.dataset, r.classes, r.ratio, "", r.reg)
+            rows.append(row(avg_cell, r.metric, r.variant, r.value, r.note, got[1] if got else None, None))
+            continue
+        column = r.variant.removeprefix("hparam=") if view.hparam else r.metric
+        cell = Cell(*(r[k] for k in KEYS[:5]), "" if view.hparam else r.variant)
+        ours = None if column == "none" else view.ours(cell, column)
+        rows.append(row(cell, r.metric, r.variant, r.value, r.note, ours, view.ci(cell, column),
+                        0 if r.metric == "delong_significant" else 2))
+    for cell in (c for c in view.visible if c.extra):
+        for col in view.columns:
+            metric, variant = ("hparam", f"hparam={col}") if view.hparam else (col, cell.variant)
+            rows.append(row(cell, metric, variant, "", "", view.ours(cell, col), view.ci(cell, col)))
+    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+
+def render_table(spec: TableSpec, ctx: Context, write: bool = True) -> tuple[str, pd.DataFrame]:
+    """The table's markdown and tidy CSV (written to results/tables/<scale>/<name>.{md,csv})."""
+    if spec.is_figure:
+        from hightpr.tables.figures import render_figure
+
+        return render_figure(spec, ctx, write)
+    view = TableView(spec, ctx)
+    md, csv = render_markdown(view), tidy(view)
+    if write:
+        out = tables_dir(ctx)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{spec.name}.md").write_text(md)
+        csv.to_csv(out / f"{spec.name}.csv", index=False, lineterminator="\n")
+    return md, csv
+
+
+def has_ours(spec: TableSpec, ctx: Context) -> bool:
+    """Whether any cell of the table has a finished run at this scale (else `tables` skips it)."""
+    view_cells = paper_cells(spec, ctx.paper_dir)
+    for c in view_cells:
+        p = plan(spec, c, ctx.scale, ctx.paper_dir, ctx.data_dir)
+        if not p.unavailable and outcome(p, ctx.pool, ctx.scale.grid_limit) is not None:
+            return True
+    return False

@@ -1,0 +1,275 @@
+"""What the saved runs say: which runs exist, which grid point won, a cell's numbers and their CIs.
+
+Read-only: nothing here trains or writes. A scale's runs live in one pool,
+`results/runs/<scale>/` (`runs.csv`, `ensembles/<key>/` with `metrics.json`, `logits_test.npz`
+and the members), shared by every table of that scale.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hightpr.ensemble import finished_members
+from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, roc_auc
+from hightpr.metrics.multiclass import accuracy, class_accuracy, error_at_tpr
+from hightpr.runs import load_logits
+from hightpr.tables.cells import Plan
+
+PERCENT = 100.0
+
+
+def pool_dir(results_dir: Path, scale: str) -> Path:
+    return Path(results_dir) / "runs" / scale
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ensemble a cell needs: a grid point, or the cell's final configuration."""
+
+    overrides: tuple[str, ...]
+    key: str
+    values: tuple = ()          # the grid point ((config key, value), ...)
+    stage: str = ""             # the preset it belongs to ('' = the cell's final run)
+    provisional: bool = False   # DRY: depends on a grid step not decided yet
+
+
+def ensemble_path(pool: Path, key: str) -> Path:
+    return Path(pool) / "ensembles" / key
+
+
+@functools.cache
+def _metrics(path: Path, mtime: float) -> dict:
+    return json.loads(path.read_text())
+
+
+def ensemble_metrics(pool: Path, key: str, members: int = 1) -> dict | None:
+    """The ensemble's metrics.json when it holds at least `members` members, else None."""
+    path = ensemble_path(pool, key) / "metrics.json"
+    if not path.is_file() or not (path.parent / "logits_test.npz").is_file():
+        return None
+    metrics = _metrics(path, path.stat().st_mtime)
+    return metrics if metrics.get("num_members", 0) >= members else None
+
+
+def selection_value(metrics: dict) -> float:
+    """Validation AUC of the ensemble (its members' mean where they had their own validation
+    splits); validation accuracy for multi-class runs (ALM §5.2). Never a test number."""
+    val = metrics.get("val") or {}
+    mean = metrics.get("member_mean") or {}
+    for key in ("auc", "accuracy"):
+        if key in val:
+            return float(val[key])
+        if f"val_{key}" in mean:
+            return float(mean[f"val_{key}"])
+    raise KeyError("no validation AUC or accuracy in the ensemble's metrics.json")
+
+
+def resolve(plan: Plan, pool: Path, grid_limit: int | None, assume_first: bool = False
+            ) -> tuple[list[Run], dict, Run | None]:
+    """The runs a cell needs so far, the grid values chosen on validation, and its final run.
+
+    A grid step is decided once all of its points have finished; until then the final run is None
+    (`assume_first` continues with each undecided step's first point, for listings).
+    """
+    runs: list[Run] = []
+    chosen: dict = {}
+    provisional = False
+    for stage in plan.stages:
+        points = stage.candidates(grid_limit)
+        stage_runs = []
+        for point in points:
+            ov = plan.overrides({**chosen, **point}, on_base=stage.on_base)
+            key = plan.key(ov, stage.on_base)
+            stage_runs.append(Run(ov, key, tuple(point.items()), stage.preset, provisional))
+        runs += stage_runs
+        found = [ensemble_metrics(pool, r.key, plan.members) for r in stage_runs]
+        if any(m is None for m in found):
+            if not assume_first:
+                return runs, chosen, None
+            provisional = True
+            chosen.update(points[0])
+            continue
+        scores = [selection_value(m) for m in found]
+        chosen.update(points[int(np.argmax(scores))])   # ties: the first point of the grid
+    ov = plan.overrides(chosen)
+    final = Run(ov, plan.key(ov), tuple(chosen.items()), "", provisional)
+    if final.key not in {r.key for r in runs}:
+        runs.append(final)
+    return runs, chosen, final
+
+
+# -- a cell's numbers --------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """A cell's final ensemble: its metrics, test logits, members and the chosen grid values."""
+
+    key: str
+    metrics: dict
+    chosen: dict
+    members: int
+    path: Path
+
+    @functools.cached_property
+    def test(self) -> dict[str, np.ndarray]:
+        return load_logits(self.path / "logits_test.npz")
+
+    @functools.cached_property
+    def critical(self) -> list[int]:
+        """Critical classes of a multi-class run (as its first member recorded the task)."""
+        for run_dir in finished_members(self.path).values():
+            task = json.loads((run_dir / "metrics.json").read_text()).get("task") or {}
+            return list(task.get("critical_classes") or [])
+        return []
+
+    @property
+    def binary(self) -> bool:
+        return "auc" in self.metrics.get("test", {})
+
+
+def outcome(plan: Plan, pool: Path, grid_limit: int | None) -> Outcome | None:
+    """The cell's final ensemble when it has finished (with the scale's members), else None."""
+    _, chosen, final = resolve(plan, pool, grid_limit)
+    if final is None:
+        return None
+    metrics = ensemble_metrics(pool, final.key, plan.members)
+    if metrics is None:
+        return None
+    return Outcome(final.key, metrics, chosen, int(metrics["num_members"]), ensemble_path(pool, final.key))
+
+
+def report_key(metric: str, critical: list[int]) -> str | None:
+    """The key of a run's test report that holds a paper metric (None: not a per-sample metric)."""
+    if metric in ("auc", "auc_ens"):
+        return "auc"
+    if metric.startswith("fpr@"):
+        return metric
+    if metric.startswith("err@"):
+        return "error@" + metric[4:]
+    if metric in ("acc", "acc_others"):
+        return {"acc": "accuracy", "acc_others": "acc_other"}[metric]
+    if metric in ("acc_critical1", "acc_critical2") and len(critical) > 1:
+        return f"acc_c{critical[int(metric[-1]) - 1]}"
+    return None
+
+
+def value(out: Outcome, metric: str) -> float | None:
+    """Our number for a paper metric, in the paper's unit (percent)."""
+    if metric in ("auc_avg", "auc_std"):
+        v = out.metrics.get("member_" + ("mean" if metric == "auc_avg" else "std"), {}).get("test_auc")
+    else:
+        key = report_key(metric, out.critical)
+        v = out.metrics.get("test", {}).get(key) if key else None
+    return None if v is None else float(v) * PERCENT
+
+
+def _report_fn(keys: list[str], critical: list[int], binary: bool):
+    """f(x, y) -> {report key: fraction} for the keys asked (one multi-class report per call)."""
+    fns = {}
+    if not binary:
+        others = lambda z: [k for k in range(z.shape[1]) if k not in critical]  # noqa: E731
+        for key in keys:
+            if key == "accuracy":
+                fns[key] = accuracy
+            elif key == "acc_other":
+                fns[key] = lambda z, y: class_accuracy(z, y, others(z))
+            elif key.startswith("acc_c"):
+                fns[key] = _class_acc(int(key[5:]))
+            elif key.startswith("error@"):
+                tpr, _, c = key[6:].partition("tpr")
+                c = int(c.removeprefix("_c")) if c else critical[0]
+                fns[key] = _error_at(int(tpr) / 100, c, critical)
+        return lambda z, y: {k: _safe(f, z, y) for k, f in fns.items()}
+    for key in keys:
+        if key == "auc":
+            fns[key] = roc_auc
+        elif key.endswith("tpr"):
+            fns[key] = (lambda t: lambda s, y: fpr_at_tpr(s, y, t))(int(key[4:-3]) / 100)
+        elif key.endswith("fn"):
+            fns[key] = (lambda k: lambda s, y: fpr_at_fn(s, y, k))(int(key[4:-2]))
+    return lambda s, y: {k: f(s, y) for k, f in fns.items()}
+
+
+def _class_acc(c: int):
+    return lambda z, y: class_accuracy(z, y, [c])
+
+
+def _error_at(tpr: float, c: int, critical: list[int]):
+    def fn(z, y):
+        return error_at_tpr(z, y, c, tpr, non_critical=[k for k in range(z.shape[1]) if k not in critical])
+
+    return fn
+
+
+def _safe(f, x, y) -> float:
+    """A metric of one bootstrap replicate; NaN when the replicate lacks a class it needs."""
+    try:
+        return f(x, y)
+    except ValueError:
+        return float("nan")
+
+
+def _arrays(test: dict, binary: bool, order=None) -> tuple[np.ndarray, np.ndarray]:
+    order = slice(None) if order is None else order
+    if binary:
+        return test["scores"][order], test["labels"][order].astype(bool)
+    return test["logits"][order], test["labels"][order]
+
+
+def _resamples(labels: np.ndarray, n: int, seed: int, stratified: bool) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if not stratified:
+        return rng.integers(0, labels.size, size=(n, labels.size))
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
+    return np.concatenate([rng.choice(pos, size=(n, pos.size)), rng.choice(neg, size=(n, neg.size))], axis=1)
+
+
+def bootstrap(out: Outcome, metrics: tuple[str, ...], n: int, seed: int = 0
+              ) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals over test samples, in percent, for the per-sample metrics asked.
+
+    Binary runs resample positives and negatives apart (FPR@TPR stays defined), multi-class runs
+    resample all test samples; every metric uses the same replicates.
+    """
+    return _bootstrap(out.path, out.key, metrics, n, seed, tuple(out.critical), out.binary)
+
+
+@functools.cache
+def _bootstrap(path: Path, key: str, metrics: tuple, n: int, seed: int, critical: tuple, binary: bool):
+    keys = {m: report_key(m, list(critical)) for m in metrics}
+    keys = {m: k for m, k in keys.items() if k}
+    if not keys or n < 1:
+        return {}
+    x, y = _arrays(load_logits(path / "logits_test.npz"), binary)
+    fn = _report_fn(sorted(set(keys.values())), list(critical), binary)
+    reps = [fn(x[i], y[i]) for i in _resamples(y, n, seed, binary)]
+    out = {}
+    for metric, key in keys.items():
+        lo, hi = np.nanquantile([r[key] for r in reps], [0.025, 0.975])
+        out[metric] = (float(lo) * PERCENT, float(hi) * PERCENT)
+    return out
+
+
+def paired(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0) -> dict | None:
+    """a against b on the same test samples: the difference a - b in percent with its paired
+    bootstrap 95% interval, and for AUC the DeLong p. None if they do not share their test set."""
+    ta, tb = a.test, b.test
+    if a.binary != b.binary or not np.array_equal(np.sort(ta["ids"]), np.sort(tb["ids"])):
+        return None
+    key = report_key(metric, a.critical)
+    if key is None:
+        return None
+    xa, y = _arrays(ta, a.binary, np.argsort(ta["ids"]))
+    xb, _ = _arrays(tb, b.binary, np.argsort(tb["ids"]))
+    fn = _report_fn([key], a.critical, a.binary)
+    diff = fn(xa, y)[key] - fn(xb, y)[key]
+    reps = [fn(xa[i], y[i])[key] - fn(xb[i], y[i])[key] for i in _resamples(y, n, seed, a.binary)]
+    lo, hi = np.nanquantile(reps, [0.025, 0.975])
+    out = {"diff": diff * PERCENT, "lo": float(lo) * PERCENT, "hi": float(hi) * PERCENT}
+    if a.binary and key == "auc":
+        out["p"] = delong_test(xa, xb, y).p
+    return out
