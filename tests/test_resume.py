@@ -149,6 +149,7 @@ def test_wandb_groups_the_members_of_an_ensemble(tmp_path):
     assert cfg.logger.offline is True
 
 
+@pytest.mark.slow  # ~30 s: two gloo processes started by Lightning
 def test_two_process_ddp_evaluates_every_sample_once(train_cli):
     """Both ranks' shares are gathered: the same metrics and logits as one process (same weights:
     evaluation of the initial model, no training batches)."""

@@ -295,6 +295,7 @@ def test_smoke_alm_table_12_delong_against_the_base_loss(smoke_ctx):
     assert "DeLong p vs base (ours)" in md and "ALM's AUC gain passes the DeLong test" in md
 
 
+@pytest.mark.slow  # ~10 s; three other tables render at SCALE=smoke in the fast suite
 def test_smoke_rankreg_table_5_cifar100_and_melanoma_stand_ins(smoke_ctx):
     ctx = smoke_ctx
     summary = run_table(get_spec("rankreg-t5"), ctx, progress=False)

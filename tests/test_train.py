@@ -130,10 +130,13 @@ def test_the_cli_refuses_an_unread_key_in_one_line(train_cli):
     assert len(errors) == 1 and "trainer.no_such_key" in errors[0]
 
 
-def test_debug_shows_the_stack_of_a_user_error(train_cli, monkeypatch):
+def test_debug_lets_a_user_error_through_with_its_cause(train, monkeypatch):
+    from hightpr.errors import HightprError
+
     monkeypatch.setenv("HIGHTPR_DEBUG", "1")
-    r = train_cli("dataset.ratio=abc")
-    assert r.returncode != 0 and "Traceback" in r.stderr and "TypeError" in r.stderr
+    with pytest.raises(HightprError, match="invalid dataset configuration") as raised:
+        train("dataset.ratio=abc")  # the boundary re-raises: the full stack, the cause chained
+    assert isinstance(raised.value.__cause__, TypeError)
 
 
 def test_evaluation_settings_reach_every_report(train):

@@ -57,7 +57,11 @@ def member_config(cfg: DictConfig, member: int, ensemble_dir: Path) -> DictConfi
 
 def train_members(cfg: DictConfig, run_fn: Callable[[DictConfig, Path], dict],
                   choices: Mapping[str, str] | None = None) -> dict:
-    """Train the requested members that did not finish yet; aggregate unless one member was asked."""
+    """Train the requested members that did not finish yet; aggregate unless one member was asked.
+
+    Two or more members to train are trained together (`ensemble.batched`, default true; docs/speed.md)
+    when the configuration allows it, else one after another through `run_fn`.
+    """
     members = _positive_int(cfg.ensemble.get("members"), "ensemble.members")
     member = _positive_int(cfg.ensemble.get("member"), "ensemble.member")
     if member is not None and members is not None and member > members:
@@ -65,11 +69,16 @@ def train_members(cfg: DictConfig, run_fn: Callable[[DictConfig, Path], dict],
     edir = ensemble_dir_of(cfg, choices)
     todo = [member] if member is not None else list(range(1, members + 1))
     edir.mkdir(parents=True, exist_ok=True)
+    for m in [m for m in todo if is_finished(member_dir(edir, m))]:
+        log.info("member %d already finished: %s", m, member_dir(edir, m))
+    todo = [m for m in todo if not is_finished(member_dir(edir, m))]
+    if len(todo) > 1 and _batched(cfg) and _project_run(run_fn):
+        # an interrupted sequential attempt resumes from its last checkpoint, on its own
+        resume = [m for m in todo if (member_dir(edir, m) / "checkpoints" / "last.ckpt").is_file()]
+        fresh = [m for m in todo if m not in resume]
+        todo = resume + (_train_batched(cfg, edir, fresh, choices) if len(fresh) > 1 else fresh)
     for m in todo:
         mdir = member_dir(edir, m)
-        if is_finished(mdir):
-            log.info("member %d already finished: %s", m, mdir)
-            continue
         log.info("training member %d (seed %d) in %s", m, int(cfg.ensemble.get("base_seed") or 0) + m, mdir)
         run_fn(member_config(cfg, m, edir), mdir)  # resumes an interrupted attempt; waits for another process
     if member is not None:
@@ -78,6 +87,39 @@ def train_members(cfg: DictConfig, run_fn: Callable[[DictConfig, Path], dict],
     metrics = finish(edir, Path(cfg.paths.runs_csv))
     log.info("%s", summary_text(edir, metrics))
     return metrics
+
+
+def _batched(cfg: DictConfig) -> bool:
+    """`ensemble.batched`: train the members together (default, null: yes) or one after another."""
+    value = cfg.ensemble.get("batched")
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise HightprError(f"ensemble.batched must be true or false, got {value!r}")
+    return value
+
+
+def _project_run(run_fn: Callable) -> bool:
+    """Batched training stands in for the project's own `run` only: an injected run function (a
+    test's, a driver's) keeps training every member through it."""
+    from hightpr.cli.train import run  # hightpr.cli.train imports this module
+
+    return run_fn is run
+
+
+def _train_batched(cfg: DictConfig, edir: Path, todo: list[int],
+                   choices: Mapping[str, str] | None) -> list[int]:
+    """Train the members `todo` together (`hightpr.stacked`); returns those left to train one by one
+    (all of them, with one log line saying why, when the configuration is not supported batched)."""
+    from hightpr.stacked import NotStackable, train_batched
+
+    try:
+        train_batched([member_config(cfg, m, edir) for m in todo], [member_dir(edir, m) for m in todo],
+                      choices)
+    except NotStackable as why:
+        log.info("ensemble.batched: %s; training the members one after another", why)
+        return [m for m in todo if not is_finished(member_dir(edir, m))]
+    return []
 
 
 def _member_row(runs_csv: Path | None, member_dirs: list[Path]) -> dict | None:

@@ -1,0 +1,387 @@
+"""Batched training of an ensemble: the members' models run together, everything else per member.
+
+Every member is built by `hightpr.build` from its own config (its seed: its own training draw,
+initialisation, loss, regulariser, evaluator, optimizer and schedule) and keeps its own random
+streams (`MemberStreams`), so its batch order and augmentation are those of its sequential run.
+Only the forward and backward passes of the models are shared (`hightpr.stacked.forward`): a
+step gathers every member's batch at once, runs their models (one stacked network on a GPU),
+adds the members' own losses and regulariser terms and runs one backward; each member's own
+optimizer then steps its parameters (views of the stacked network's).
+
+Each epoch ends with one validation pass over all members; per member, the best epoch (ties to
+the lower validation loss) is kept and early stopping is decided as the sequential run's
+callbacks decide them. A member that stops is frozen with its best weights and the others go on
+in a smaller stack. At the end every member's best weights are evaluated on validation and test,
+and its run dir receives what a sequential run writes (`hightpr.stacked.outputs`). docs/speed.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hightpr.build import DataFacts, build_datamodule, build_module, check_keys
+from hightpr.ensemble import is_finished
+from hightpr.errors import HightprError
+from hightpr.module import HighTPRModule
+from hightpr.runs import RunLock, append_run, clear_outputs, flatten, runs_row, save_logits, save_metrics
+from hightpr.stacked.data import MemberData
+from hightpr.stacked.forward import Members, forward_mode, make_forward
+from hightpr.stacked.layers import NotStackable
+from hightpr.stacked.outputs import clone_state, log_row, save_checkpoint, write_csv_log
+from hightpr.stacked.selection import BestEpoch, EarlyStopping, f32
+from hightpr.stacked.settings import Settings, settings_of
+
+log = logging.getLogger("hightpr")
+
+
+@dataclass(eq=False)
+class Member:
+    """One member's own components and its training state."""
+
+    index: int
+    cfg: DictConfig
+    run_dir: Path
+    datamodule: Any
+    facts: DataFacts
+    module: HighTPRModule
+    optimizer: torch.optim.Optimizer | None = None
+    schedulers: list[dict] = field(default_factory=list)
+    best: BestEpoch = field(default_factory=BestEpoch)
+    stopping: EarlyStopping | None = None
+    epochs: int = 0
+    global_step: int = 0
+    running: bool = True
+    rows: list[dict] = field(default_factory=list)
+    sums: torch.Tensor | None = None  # epoch sums of loss, base loss, term (each x batch size)
+    count: int = 0  # samples behind `sums`
+
+    @property
+    def number(self) -> int:
+        return int(self.cfg.ensemble.member)
+
+
+# -- building ----------------------------------------------------------------------------------
+def _build(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], choices: Mapping[str, str],
+           streams) -> list[Member]:
+    """Each member exactly as its sequential run builds it, its random streams captured after."""
+    members = []
+    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+        check_keys(cfg)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule, facts = build_datamodule(cfg)
+        module = build_module(cfg, datamodule, facts, dict(choices))
+        streams.capture()
+        members.append(Member(i, cfg, Path(run_dir), datamodule, facts, module))
+    return members
+
+
+def _optimizer(conf) -> tuple[torch.optim.Optimizer, list[dict]]:
+    """The optimizer and schedules of `configure_optimizers` (Lightning's return shapes)."""
+    optimizer, schedulers = conf, []
+    if isinstance(conf, Mapping):
+        optimizer, sched = conf.get("optimizer"), conf.get("lr_scheduler")
+        if sched is not None:
+            spec = dict(sched) if isinstance(sched, Mapping) else {"scheduler": sched}
+            schedulers = [{"interval": "epoch", "frequency": 1, "monitor": None, **spec}]
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise NotStackable("the module's configure_optimizers returns a shape batched training does not know")
+    if not type(optimizer).__module__.startswith("torch.optim"):
+        raise NotStackable(f"optimizer {type(optimizer).__name__} is not supported batched "
+                           "(torch.optim optimizers are)")
+    if any(s["frequency"] != 1 or s["interval"] not in ("epoch", "step") for s in schedulers):
+        raise NotStackable("a learning-rate schedule stepped other than once per epoch or step "
+                           "is not supported batched")
+    return optimizer, schedulers
+
+
+def _forward(members: Sequence[Member], settings: Settings, train: bool = True) -> Members:
+    """The members' models run together (`forward_mode`); checked against the members when stacked."""
+    sample = _sample(members[0].datamodule).to(settings.device)
+    return make_forward(forward_mode(settings.device), [mb.module.model for mb in members], sample,
+                        settings.compile, alias=train)
+
+
+def _sample(datamodule) -> torch.Tensor:
+    """Two validation inputs as the model sees them (a train-mode BatchNorm check needs two)."""
+    split = datamodule.splits.get("val") or datamodule.splits["train"]
+    return datamodule.to_input(split.__getitems__([0, min(1, len(split) - 1)])["x"])
+
+
+def _sync_counters(mb: Member) -> None:
+    """BatchNorm step counters as the sequential run has them: one per training step."""
+    for layer in mb.module.model.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.num_batches_tracked is not None:
+            layer.num_batches_tracked.fill_(mb.global_step)
+
+
+# -- training ----------------------------------------------------------------------------------
+def _autocast(settings: Settings):
+    """The mixed-precision context of `trainer.precision` (bf16-mixed), as Lightning's around a step."""
+    if settings.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(settings.device.type, dtype=settings.autocast)
+
+
+def _step(running: list[Member], forward: Members, data: MemberData, rows: torch.Tensor, index: torch.Tensor,
+          settings: Settings) -> None:
+    """One optimizer step of every running member (HighTPRModule.training_step, per member)."""
+    if forward.mode == "stacked":
+        forward.zero_grad()  # in place: the members' gradients are views of the stacked ones
+    else:
+        for mb in running:
+            mb.optimizer.zero_grad()
+    x, y, ids = data.batch(rows, index)
+    x = data.to_input(data.augment(x, [mb.index for mb in running]))
+    total = None
+    with _autocast(settings):
+        batches = [{"x": x[i], "y": y[i], "id": ids[i]} for i in range(len(running))]
+        extended = [mb.module.reg.extend_batch(b) for mb, b in zip(running, batches, strict=True)]
+        same = all(e[0] is b for e, b in zip(extended, batches, strict=True))
+        logits = forward.train(x if same else [e[0]["x"] for e in extended])
+        for i, mb in enumerate(running):
+            batch, n_base = extended[i]
+            module, z = mb.module, logits[i]
+            scores = module.score_fn(z)
+            base = module.loss(z[:n_base], batch["y"][:n_base], batch["id"][:n_base])
+            term = module.reg(z, scores, batch["y"], batch["id"])
+            loss = base + term
+            module.reg.after_step(batch, z.detach(), scores.detach())
+            n = len(batch["y"])
+            mb.sums.add_(torch.stack([t.detach().to(mb.sums.dtype) for t in (loss, base, term)]), alpha=n)
+            mb.count += n
+            total = loss if total is None else total + loss
+    total.backward()
+    for mb in running:
+        params = [p for g in mb.optimizer.param_groups for p in g["params"]]
+        if settings.clip_val and settings.clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, settings.clip_val)
+        elif settings.clip_val:
+            torch.nn.utils.clip_grad_norm_(params, settings.clip_val)
+        mb.optimizer.step()
+        for s in mb.schedulers:
+            if s["interval"] == "step":
+                s["scheduler"].step()
+        mb.global_step += 1
+
+
+def _report(module: HighTPRModule, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor
+            ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """A split's report and outputs, as `HighTPRModule._eval_epoch_end` makes them (rows by sample id)."""
+    order = torch.argsort(ids, stable=True)
+    logits, labels, ids = logits[order], labels[order], ids[order]
+    loss = None
+    if not module.loss.stateful and len(labels):
+        loss = float(module.loss(logits.float(), labels, ids))
+    z, y = logits.float().cpu().numpy(), labels.cpu().numpy()
+    outputs = {"scores": module.evaluator.scores(z), "labels": y, "ids": ids.cpu().numpy().astype(np.int64),
+               "logits": z}
+    report = module.evaluator(z, y)
+    if loss is not None:
+        report["loss"] = loss
+    return report, outputs
+
+
+def _evaluate(forward: Members, data: MemberData, stage: str, members: Sequence[Member],
+              settings: Settings) -> list[tuple[dict, dict]]:
+    """One pass over a split in large batches, all members together; each member's report and outputs."""
+    index = [mb.index for mb in members]
+    chunk = forward.eval_batch(settings.eval_batch_size)
+    with torch.inference_mode():
+        with _autocast(settings):
+            logits = torch.cat([forward.eval(x) for x in data.eval_chunks(stage, index, chunk)], 1)
+        y, ids = data.eval_targets(stage, index)
+        return [_report(mb.module, logits[i], y[i], ids[i]) for i, mb in enumerate(members)]
+
+
+def _scheduler_step(mb: Member, metrics: Mapping[str, float]) -> None:
+    """Step a member's per-epoch schedules (a plateau schedule on its logged float32 monitor)."""
+    for s in mb.schedulers:
+        if s["interval"] != "epoch":
+            continue
+        if isinstance(s["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if s["monitor"] not in metrics:
+                raise HightprError(f"scheduler monitor {s['monitor']} is not a logged metric "
+                                   f"({', '.join(sorted(metrics))})")
+            s["scheduler"].step(f32(metrics[s["monitor"]]))
+        else:
+            s["scheduler"].step()
+
+
+def _epoch_end(running: list[Member], results: list[tuple[dict, dict]], epoch: int) -> None:
+    """Per member: the validation hooks, best epoch, epoch logs, schedules and early stopping."""
+    for mb, (report, _) in zip(running, results, strict=True):
+        module = mb.module
+        monitor = report[module.evaluator.monitor]
+        module.reg.on_validation_end(monitor)
+        mb.epochs, step = epoch + 1, mb.global_step - 1
+        val = {f"val/{k}": v for k, v in report.items()}
+        if mb.best.improves(monitor, report.get("loss")):
+            _sync_counters(mb)
+            mb.best.keep(monitor, report.get("loss"), epoch, mb.global_step, clone_state(module))
+        sums = (mb.sums / max(mb.count, 1)).tolist()
+        train = {"train/loss": sums[0], "train/base_loss": sums[1], "train/reg_term": sums[2],
+                 **{f"reg/{k}": float(v) for k, v in module.reg.epoch_log().items()}}
+        mb.rows += [log_row(epoch, step, val), log_row(epoch, step, train)]
+        _scheduler_step(mb, {**val, **train})
+        if mb.stopping.should_stop(monitor):
+            mb.running = False
+
+
+def _fit(members: list[Member], data: MemberData, settings: Settings, forward: Members) -> None:
+    """Train until every member stopped (early stopping) or reached max_epochs."""
+    running = list(members)
+    for epoch in range(settings.max_epochs):
+        for mb in running:
+            mb.module.reg.on_train_epoch_start(epoch)
+            mb.module.loss.on_train_epoch_start(epoch)
+            mb.sums.zero_()
+            mb.count = 0
+        index = [mb.index for mb in running]
+        rows = torch.as_tensor(index, device=settings.device)
+        for batch in data.epoch_batches(epoch, index):
+            _step(running, forward, data, rows, batch, settings)
+        data.val_iter_draw(index)
+        _epoch_end(running, _evaluate(forward, data, "val", running, settings), epoch)
+        for mb in running:
+            if not mb.running and epoch + 1 < settings.max_epochs:
+                log.info("member %d stopped early after epoch %d (best epoch %s)", mb.number, epoch,
+                         mb.best.epoch)
+        keep = [i for i, mb in enumerate(running) if mb.running and epoch + 1 < settings.max_epochs]
+        if not keep:
+            break
+        if len(keep) < len(running):  # the stopped members are frozen, the others go on
+            forward = forward.keep(keep)
+            running = [running[i] for i in keep]
+    forward.release()
+
+
+# -- the end ------------------------------------------------------------------------------------
+def _finish(members: list[Member], data: MemberData, settings: Settings,
+            choices: Mapping[str, str]) -> list[dict]:
+    """Best weights of every member evaluated on validation and test; every run dir written."""
+    best_paths = []
+    for mb in members:
+        _sync_counters(mb)
+        ckpt_dir = mb.run_dir / "checkpoints"
+        if mb.epochs:  # as the sequential run: written at the end of each epoch (here: the last one)
+            save_checkpoint(ckpt_dir / "last.ckpt", clone_state(mb.module), mb.epochs - 1, mb.global_step,
+                            mb.optimizer, mb.schedulers)
+        path = None
+        if mb.best.epoch is not None:
+            path = (ckpt_dir / f"best-epoch{mb.best.epoch:03d}.ckpt").resolve()
+            save_checkpoint(path, mb.best.state, mb.best.epoch, mb.best.global_step)
+            mb.module.load_state_dict(mb.best.state)
+        best_paths.append(path)
+    forward = _forward(members, settings, train=False)
+    val = _evaluate(forward, data, "val", members, settings)
+    test = _evaluate(forward, data, "test", members, settings)
+    return [_write(mb, path, v, t, settings, choices)
+            for mb, path, v, t in zip(members, best_paths, val, test, strict=True)]
+
+
+def _write(mb: Member, best_path: Path | None, val: tuple[dict, dict], test: tuple[dict, dict],
+           settings: Settings, choices: Mapping[str, str]) -> dict:
+    """What `hightpr.cli.train._fit_and_test` writes for a run, for one member."""
+    reports = {"val": val[0], "test": test[0]}
+    outputs = {"val": val[1], "test": test[1]}
+    metrics = {"val": reports["val"], "test": reports["test"], "epochs_trained": mb.epochs,
+               "global_step": mb.global_step, "best_checkpoint": str(best_path) if best_path else None,
+               "data": mb.datamodule.summary(), "task": mb.facts.task.to_dict()}
+    operating_points = getattr(mb.module.evaluator, "operating_points", None)
+    if operating_points is not None:
+        metrics["operating_point"] = operating_points(outputs["val"], outputs["test"])
+    if settings.csv_log:
+        mb.rows += [log_row(mb.epochs, mb.global_step, {f"{s}/{k}": v for k, v in reports[s].items()})
+                    for s in ("val", "test")]
+        write_csv_log(mb.run_dir / "csv" / "metrics.csv", mb.rows)
+    for stage in ("val", "test"):
+        save_logits(mb.run_dir, stage, outputs[stage])
+    save_metrics(mb.run_dir, metrics)
+    row = runs_row(mb.cfg, mb.run_dir, reports, dict(choices))
+    row.update(flatten("op", metrics.get("operating_point", {})))
+    append_run(Path(mb.cfg.paths.runs_csv), row)
+    log.info("member %d test %s", mb.number, {k: round(v, 4) for k, v in reports["test"].items()})
+    return metrics
+
+
+# -- the entry point ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _backend(settings: Settings, threads: int | None) -> Iterator[None]:
+    """Threads, determinism and cuDNN autotuning for the run; restored afterwards."""
+    old_threads, old_bench = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    old_det, old_warn = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    if threads:
+        torch.set_num_threads(threads)
+    if settings.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=settings.deterministic == "warn")
+    elif settings.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # grouped convolutions: let cuDNN pick its fastest
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_bench
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+
+
+def train_batched(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path],
+                  choices: Mapping[str, str] | None = None, compile: bool | None = None) -> list[dict]:
+    """Train the members (configs of one ensemble, `member_config`) together; write each run dir.
+
+    Raises `NotStackable` before any run dir is touched when the configuration is one batched
+    training does not reproduce (the caller then trains the members one after another).
+    """
+    from hightpr.cli.train import job_resources  # the CLI imports this module's caller
+
+    choices = choices or {}
+    threads, gpu = job_resources(cfgs[0])
+    settings = settings_of(cfgs[0], gpu, compile)
+    with contextlib.ExitStack() as locks:
+        for run_dir in run_dirs:
+            locks.enter_context(RunLock(Path(run_dir)))
+        todo = [(c, Path(d)) for c, d in zip(cfgs, run_dirs, strict=True) if not is_finished(Path(d))]
+        if len(todo) < 2:
+            raise NotStackable("fewer than two members left to train")
+        with _backend(settings, threads):
+            return _train(todo, settings, choices)
+
+
+def _train(todo: list[tuple[DictConfig, Path]], settings: Settings, choices: Mapping[str, str]) -> list[dict]:
+    from hightpr.stacked.streams import MemberStreams
+
+    streams = MemberStreams(settings.device)
+    members = _build([c for c, _ in todo], [d for _, d in todo], choices, streams)
+    for mb in members:
+        mb.module.to(settings.device).train()
+        mb.optimizer, mb.schedulers = _optimizer(mb.module.configure_optimizers())
+        mb.stopping = EarlyStopping(settings.patience)
+        mb.sums = torch.zeros(3, dtype=torch.float64, device=settings.device)
+    data = MemberData([mb.datamodule for mb in members], streams, settings.device,
+                      settings.limit_train_batches)
+    forward = _forward(members, settings)  # the last refusal (a model that does not stack): nothing written
+    if forward.mode == "stacked":
+        own = {id(p) for mb in members for p in mb.module.model.parameters()}
+        if any(id(p) not in own for mb in members for g in mb.optimizer.param_groups for p in g["params"]):
+            forward.release()
+            raise NotStackable("a loss with its own trainable variables is not supported stacked")
+    log.info("training members %s batched (%s forward of %s) on %s", [mb.number for mb in members],
+             forward.mode, type(members[0].module.model).__name__, settings.device)
+    for mb in members:
+        if (mb.run_dir / "checkpoints" / "last.ckpt").is_file():
+            log.warning("%s was interrupted: batched training starts it over", mb.run_dir)
+        clear_outputs(mb.run_dir)
+        OmegaConf.save(mb.cfg, mb.run_dir / "config_resolved.yaml", resolve=True)
+        log.info("member %d data %s", mb.number, mb.datamodule.summary())
+    _fit(members, data, settings, forward)
+    return _finish(members, data, settings, choices)
