@@ -29,6 +29,7 @@ from hightpr.data.volumes import VolumesDataModule
 from hightpr.errors import HightprError
 from hightpr.models.cnn3d import cnn3d, cnn3d_dual
 from hightpr.models.resnet18 import resnet18
+from hightpr.tables.standins import lesion_jpeg, write_isic_source
 from tests.conftest import ROOT, run_train
 
 SOURCE = Path(os.environ.get("HIGHTPR_SOURCE_DATA", ROOT.parent / "shared" / "data"))
@@ -40,45 +41,6 @@ def as_set(t: torch.Tensor) -> set[int]:
 
 
 # -- tiny sources in the real layouts --------------------------------------------------------------
-
-def _jpeg(rng: np.random.Generator, positive: bool, size: int = 32) -> bytes:
-    """A skin-coloured square with a lesion: dark and large when positive, light and small if not."""
-    img = np.empty((size, size, 3))
-    img[:] = (200, 160, 140)
-    yy, xx = np.mgrid[:size, :size]
-    cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
-    r = rng.uniform(9, 12) if positive else rng.uniform(4, 7)
-    inside = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
-    img[inside] = (60, 35, 30) if positive else (150, 100, 80)
-    img += rng.normal(0, 12, img.shape)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def write_isic_source(folder: Path, n_patients: int = 100, seed: int = 0) -> pd.DataFrame:
-    """ISIC 2020 layout: train.csv (image_name, patient_id, target) + a tar of images/<name>.jpg.
-
-    1 to 3 images per patient; about one patient in four has a melanoma (all their images).
-    """
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for p in range(n_patients):
-        positive = rng.random() < 0.25
-        for _ in range(int(rng.integers(1, 4))):
-            rows.append({"image_name": f"ISIC_{len(rows):07d}", "patient_id": f"IP_{p:05d}",
-                         "target": int(positive)})
-    table = pd.DataFrame(rows)
-    with tarfile.open(folder / "images.tar", "w") as tar:
-        for row in rows:
-            data = _jpeg(rng, bool(row["target"]))
-            info = tarfile.TarInfo(f"images/{row['image_name']}.jpg")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    table.to_csv(folder / "train.csv", index=False)
-    return table
-
 
 def write_adrenal_source(folder: Path, counts=None, size: int = 28, seed: int = 0) -> None:
     """AdrenalMNIST3D's npz keys and dtypes; a positive is a large sphere, a negative a small one."""
@@ -255,7 +217,7 @@ def test_prepare_melanoma_errors(tmp_path, capsys):
     table.to_csv(tmp_path / "src" / "train.csv", index=False)
     with tarfile.open(tmp_path / "src" / "images.tar", "w") as tar:  # one image is not a JPEG
         for i, name in enumerate(table["image_name"]):
-            data = b"not a jpeg" if i == 3 else _jpeg(np.random.default_rng(i), False)
+            data = b"not a jpeg" if i == 3 else lesion_jpeg(np.random.default_rng(i), False)
             info = tarfile.TarInfo(f"images/{name}.jpg")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

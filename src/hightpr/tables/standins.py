@@ -21,7 +21,7 @@ FAMILY_DATA = {"cifar10_binary": "cifar10", "cifar10_small": "cifar10", "cifar10
                "cifar100_binary": "cifar100", "cifar100_lt": "cifar100", "melanoma": "melanoma", "mri": "mri"}
 
 
-def _jpeg(rng: np.random.Generator, positive: bool, size: int = 32) -> bytes:
+def lesion_jpeg(rng: np.random.Generator, positive: bool, size: int = 32) -> bytes:
     """A skin-coloured square with a lesion: dark and large when positive, light and small if not."""
     img = np.empty((size, size, 3))
     img[:] = (200, 160, 140)
@@ -35,8 +35,12 @@ def _jpeg(rng: np.random.Generator, positive: bool, size: int = 32) -> bytes:
     return buf.getvalue()
 
 
-def write_isic_source(folder: Path, n_patients: int = 100, seed: int = 0) -> None:
-    """ISIC 2020 layout: train.csv (image_name, patient_id, target) and a tar of images/<name>.jpg."""
+def write_isic_source(folder: Path, n_patients: int = 100, seed: int = 0) -> pd.DataFrame:
+    """ISIC 2020 layout: train.csv (image_name, patient_id, target) and a tar of images/<name>.jpg.
+
+    1 to 3 images per patient; about one patient in four has a melanoma (all their images).
+    Returns the table written as train.csv.
+    """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -47,11 +51,13 @@ def write_isic_source(folder: Path, n_patients: int = 100, seed: int = 0) -> Non
                          "target": int(positive)})
     with tarfile.open(folder / "images.tar", "w") as tar:
         for row in rows:
-            data = _jpeg(rng, bool(row["target"]))
+            data = lesion_jpeg(rng, bool(row["target"]))
             info = tarfile.TarInfo(f"images/{row['image_name']}.jpg")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
+    table = pd.DataFrame(rows)
+    table.to_csv(folder / "train.csv", index=False)
+    return table
 
 
 def _write(kind: str, root: Path) -> None:
