@@ -48,14 +48,22 @@ class HighTPRModule(pl.LightningModule):
         self.reg.on_train_epoch_start(self.current_epoch)
         self.loss.on_train_epoch_start(self.current_epoch)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        batch, n_base = self.reg.extend_batch(batch)
-        logits = self.model(batch["x"])
+    def objective(self, batch: dict[str, torch.Tensor], n_base: int, logits: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, base, term) of one extended batch and its logits; updates the regulariser after.
+
+        The one definition of a training step's objective: Lightning's step and the batched
+        ensemble trainer (`hightpr.stacked`) both call it.
+        """
         scores = self.score_fn(logits)
         base = self.loss(logits[:n_base], batch["y"][:n_base], batch["id"][:n_base])
         term = self.reg(logits, scores, batch["y"], batch["id"])
-        loss = base + term
         self.reg.after_step(batch, logits.detach(), scores.detach())
+        return base + term, base, term
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        batch, n_base = self.reg.extend_batch(batch)
+        loss, base, term = self.objective(batch, n_base, self.model(batch["x"]))
         n = len(batch["y"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/base_loss", base, on_step=False, on_epoch=True, batch_size=n)

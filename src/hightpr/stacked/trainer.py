@@ -150,12 +150,7 @@ def _step(running: list[Member], forward: Members, data: MemberData, rows: torch
         logits = forward.train(x if same else [e[0]["x"] for e in extended])
         for i, mb in enumerate(running):
             batch, n_base = extended[i]
-            module, z = mb.module, logits[i]
-            scores = module.score_fn(z)
-            base = module.loss(z[:n_base], batch["y"][:n_base], batch["id"][:n_base])
-            term = module.reg(z, scores, batch["y"], batch["id"])
-            loss = base + term
-            module.reg.after_step(batch, z.detach(), scores.detach())
+            loss, base, term = mb.module.objective(batch, n_base, logits[i])
             n = len(batch["y"])
             mb.sums.add_(torch.stack([t.detach().to(mb.sums.dtype) for t in (loss, base, term)]), alpha=n)
             mb.count += n
