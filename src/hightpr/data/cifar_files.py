@@ -184,9 +184,12 @@ def verify_cifar100(root: Path, expect_per_class: tuple[int, int] | None = (500,
 def missing_message(root: Path, which: str) -> str:
     name = which.lower()
     source = {"cifar100": " --download (or --from cifar-100-python.tar.gz)"}.get(name, "")
+    command = f"{name}{source} --data-dir {root}"
+    if Path(root).name.startswith("tiny"):  # the synthetic stand-ins: written under <data dir>/tiny-*
+        command = f"{'tiny' if name == 'cifar10' else 'tiny-cifar100'} --data-dir {Path(root).parent}"
     return (
         f"{name.upper()} not found under {root} (looked for torchvision's layout). "
-        f"Prepare it with `python -m hightpr.data.prepare {name}{source} --data-dir {root}` "
+        f"Prepare it with `python -m hightpr.data.prepare {command}` "
         "(or set HIGHTPR_DATA_DIR / paths.data_dir to where it is)."
     )
 
