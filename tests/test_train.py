@@ -92,7 +92,7 @@ def test_init_from_checkpoint(train, first_run):
     "override, expect",
     [
         ("loss=bcee", "Could not find 'loss/bcee'"),
-        ("paths.data_dir=/nonexistent", "python -m hightpr.data.prepare cifar10"),
+        ("paths.data_dir=/nonexistent", "python -m hightpr.data.prepare tiny --data-dir /nonexistent"),
         ("init_from=/nonexistent.ckpt", "no such checkpoint file"),
         ("dataset.ratio=0.01", "positives but only"),
         ("dataset.ratio=abc", "invalid dataset configuration"),
