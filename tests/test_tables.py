@@ -21,7 +21,7 @@ import pytest
 from hightpr.errors import HightprError
 from hightpr.tables.cells import Cell, paper_cells
 from hightpr.tables.render import d1, render_table, tables_dir
-from hightpr.tables.results import ensemble_path
+from hightpr.tables.results import Outcome, deployed, ensemble_path
 from hightpr.tables.runner import Context, dry_run, failure_message, format_listing, run_table
 from hightpr.tables.specs import all_specs, get_scale, get_spec, grid_preset, short_name, table_names
 
@@ -276,11 +276,39 @@ def test_smoke_rankreg_table_1_bce_block_and_figure_3(smoke_ctx):
     assert "| Avg.Δ (D1: RankReg vs the better of base, +ALM; ours over 1 of 8 losses) |" in md
     assert "| **47.1** |" in md                                             # the paper's bold, kept
     assert "tiny synthetic CIFAR-10 stand-in" in md and "+RankReg improves on +ALM" in md
+    assert "| Δ | deployed | FPR@95%TPR ours |" in md                      # beside every FPR@TPR
+    assert "FPR@98%TPR at δ=0.05: needs >= 149 validation positives, has 20" in md
+    deployed_rows = csv[csv.metric.str.startswith("deployed_")]
+    assert set(deployed_rows.ours_only) == {"deployed"} and len(deployed_rows) == 3 * 2 * 3
     # Fig. 3 is these three runs: reused, nothing trained.
     summary = run_table(get_spec("rankreg-f3"), ctx, progress=False)
     assert (summary.trained, summary.reused) == (0, 3)
     render_table(get_spec("rankreg-f3"), ctx)
     assert (tables_dir(ctx) / "rankreg-f3.png").stat().st_size > 10_000
+
+
+def _write_logits(path: Path, stage: str, pos: list[float], neg: list[float]) -> None:
+    scores = np.array(pos + neg)
+    labels = np.array([1] * len(pos) + [0] * len(neg))
+    np.savez(path / f"logits_{stage}.npz", scores=scores, labels=labels, ids=np.arange(scores.size),
+             logits=scores[:, None])
+
+
+def test_deployed_is_the_guaranteed_threshold_on_validation_judged_on_test(tmp_path):
+    # 59 validation positives at (95%, δ 0.05): only the lowest positive score qualifies, since
+    # P(TPR < 0.95) = 0.95^59 = 0.0485 <= 0.05 for it and P = 1 - 0.95^59 - 59*0.05*0.95^58 > 0.05 for the
+    # second lowest. Threshold 0.01; on test 3 of 4 positives reach it (75%, short of 95%: ✗) and
+    # 3 of 5 negatives (60%).
+    _write_logits(tmp_path, "val", [0.01 * i for i in range(1, 60)], [0.0, 0.5])
+    _write_logits(tmp_path, "test", [0.005, 0.02, 0.5, 0.9], [0.0, 0.011, 0.3, 0.001, 0.2])
+    out = Outcome("k", {"test": {"auc": 0.5}}, {}, 1, tmp_path)
+    got = deployed(out, "fpr@95tpr")
+    assert got["fpr"] == pytest.approx(60.0) and got["tpr"] == pytest.approx(75.0) and got["held"] is False
+    assert deployed(out, "auc") is None
+    # 98% needs 149 positives; 59 is refused with the reason, not a number
+    assert deployed(out, "fpr@98tpr") == {"note": "needs >= 149 validation positives, has 59", "delta": 0.05}
+    (tmp_path / "logits_val.npz").unlink()          # members with validation sets of their own
+    assert deployed(Outcome("k2", {"test": {"auc": 0.5}}, {}, 1, tmp_path), "fpr@95tpr") is None
 
 
 def test_smoke_alm_table_12_delong_against_the_base_loss(smoke_ctx):

@@ -40,7 +40,7 @@ def _rows(view: TableView, metrics) -> list[dict]:
                         "ours_ci_low": f"{lo_hi[0]:.2f}" if lo_hi else "",
                         "ours_ci_high": f"{lo_hi[1]:.2f}" if lo_hi else "",
                         "members": str(o.members) if o else "", "scale": view.ctx.scale.name,
-                        "paper_note": "",
+                        "paper_note": "", "ours_note": "",
                         "ours_only": "", "selected": view.selected(cell), "run": o.key if o else ""})
     return out
 

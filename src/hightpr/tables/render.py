@@ -22,13 +22,13 @@ from hightpr.ensemble import finished_members
 from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell, paper_cells, plan
 from hightpr.tables.paper import KEYS, as_float, decimals, load_paper
-from hightpr.tables.results import Outcome, outcome, paired, value
+from hightpr.tables.results import Outcome, deployed, outcome, paired, value
 from hightpr.tables.results import bootstrap as bootstrap_ci
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec
 
 CSV_COLUMNS = [*KEYS, "metric", "paper", "ours", "ours_ci_low", "ours_ci_high", "members", "scale",
-               "paper_note", "ours_only", "selected", "run"]
+               "paper_note", "ours_only", "selected", "run", "ours_note"]
 NOT_RANKED = ("auc_std", "delong_significant", "hparam")
 
 
@@ -110,6 +110,15 @@ class TableView:
         if self.hparam:
             return self.used_hparam(out, column)
         return value(out, column)
+
+    def deployed(self, cell: Cell, column: str) -> dict | None:
+        """The guaranteed operating point of an FPR@TPR column (see `results.deployed`)."""
+        out = self.outcomes.get(cell)
+        return None if out is None or self.hparam else deployed(out, column)
+
+    def has_deployed(self, column: str) -> bool:
+        """Whether a column gets a deployed column: an FPR@TPR metric of a binary table."""
+        return not self.hparam and column.startswith("fpr@") and column.endswith("tpr")
 
     def reference(self, cell: Cell) -> Cell:
         return Cell(cell.dataset, cell.classes, cell.ratio, cell.base_loss, self.spec.reference or "none",
@@ -202,6 +211,22 @@ def _marked(printed: str, note: str) -> str:
     return {"bold": f"**{printed}**", "underline": f"<u>{printed}</u>"}.get(note, printed)
 
 
+DEPLOYED_LEGEND = (
+    "FPR@TPR (ours, paper) is the oracle number: its threshold is picked on the test set itself. "
+    "*deployed* is ours at a threshold fixed beforehand on validation, the Neyman-Pearson one that "
+    "guarantees P(TPR < target) <= δ: the FPR it gives on test, ✓ when test TPR held the target, "
+    "✗ when it fell short; – when validation has too few positives for the guarantee (notes under "
+    "the section).")
+
+
+def _deployed_text(got: dict | None, dp: int) -> str:
+    if got is None:
+        return ""
+    if "note" in got:
+        return "–"
+    return f"{got['fpr']:.{dp}f} {'✓' if got['held'] else '✗'}"
+
+
 def _header(view: TableView) -> list[str]:
     spec, scale = view.spec, view.ctx.scale
     members = sorted({p.members for p in view.plans.values()})
@@ -214,8 +239,10 @@ def _header(view: TableView) -> list[str]:
                 f"samples, {view.n_boot} replicates) in the CSV.{bold} † rows are ours only.")
     lines = [f"# {spec.title}", "",
              f"**Scale: {scale.name}** ({scale.description}). Budget: {scale.budget}.", "",
-             f"Paper numbers: `results/paper/{spec.paper}.csv` (as printed). {ours}", "",
-             "Data and hyper-parameters per section:"]
+             f"Paper numbers: `results/paper/{spec.paper}.csv` (as printed). {ours}", ""]
+    if any(view.has_deployed(c) for c in view.columns):
+        lines += [DEPLOYED_LEGEND, ""]
+    lines += ["Data and hyper-parameters per section:"]
     for section in view.sections:
         plans = [view.plans[c] for c in view.visible if c.section == section]
         reasons = sorted({p.unavailable for p in plans if p.unavailable})
@@ -237,6 +264,7 @@ def _section_table(view: TableView, section: str) -> list[str]:
     for col in cols:
         name = col if view.hparam else claims_mod.metric_name(col)
         head += [f"{name} ours", "paper"] + (["Δ"] if with_delta(col) else [])
+        head += ["deployed"] if view.has_deployed(col) else []
     if view.spec.delong:
         head.append("DeLong p vs base (ours)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
@@ -258,6 +286,8 @@ def _section_table(view: TableView, section: str) -> list[str]:
             if with_delta(col):
                 both = ours is not None and paper is not None
                 cells.append(_num(ours - paper, dp, sign=True) if both else "")
+            if view.has_deployed(col):
+                cells.append(_deployed_text(view.deployed(cell, col), dp))
         if view.spec.delong:
             ev = view.delong(cell)
             cells.append("" if ev is None else f"{ev['p']:.3g}")
@@ -270,21 +300,37 @@ def _section_table(view: TableView, section: str) -> list[str]:
         cells = [f"Avg.Δ (D1: RankReg vs the better of base, +ALM{note})"]
         for col in cols:
             got = [(k, v) for k, v in avg.items() if compared_metric(k) == col]
+            blank = [""] if view.has_deployed(col) else []
             if not got:
-                cells += ["", "", ""]
+                cells += ["", "", "", *blank]
                 continue
             avg_metric, (paper, ours, _) = got[0]
             printed = view.avg_printed[(section, avg_metric)][0]
             dp = decimals(printed)
-            cells += [_num(ours, dp), printed, _num(ours - paper, dp, sign=True) if ours is not None else ""]
+            cells += [_num(ours, dp), printed, _num(ours - paper, dp, sign=True) if ours is not None else "",
+                      *blank]
         lines.append("| " + " | ".join(cells) + (" |" if not view.spec.delong else " | |"))
     return lines
+
+
+def _deployed_notes(view: TableView, section: str) -> str:
+    """Why a section's deployed cells are empty, once per target (e.g. too few validation positives)."""
+    notes: dict[str, str] = {}
+    for cell in (c for c in view.visible if c.section == section):
+        for col in filter(view.has_deployed, view.columns):
+            got = view.deployed(cell, col)
+            if got and "note" in got:
+                notes.setdefault(col, f"{claims_mod.metric_name(col)} at δ={got['delta']:g}: {got['note']}")
+    return "; ".join(notes.values())
 
 
 def render_markdown(view: TableView) -> str:
     lines = _header(view)
     for section in view.sections:
         lines += [f"## {section}", "", *_section_table(view, section), ""]
+        notes = _deployed_notes(view, section)
+        if notes:
+            lines += [f"Deployed (–): {notes}.", ""]
         picked = [(c, s) for c in view.visible if c.section == section and (s := view.selected(c))]
         if picked:
             lines.append("Selected on validation (grid steps; the test set chooses nothing):")
@@ -310,7 +356,7 @@ def tidy(view: TableView) -> pd.DataFrame:
     scale = view.ctx.scale.name
 
     def row(cell: Cell, metric: str, variant: str, printed: str, note: str, ours: float | None,
-            ci: tuple | None, dp: int = 2) -> dict:
+            ci: tuple | None, dp: int = 2, ours_note: str = "", ours_only: str = "") -> dict:
         out = view.outcomes.get(cell)
         return {"dataset": cell.dataset, "classes": cell.classes, "ratio": cell.ratio,
                 "base_loss": cell.base_loss, "reg": cell.reg, "variant": variant, "metric": metric,
@@ -318,7 +364,8 @@ def tidy(view: TableView) -> pd.DataFrame:
                 "ours": _hp(ours) if view.hparam else _num(ours, dp),
                 "ours_ci_low": _num(ci[0], dp) if ci else "", "ours_ci_high": _num(ci[1], dp) if ci else "",
                 "members": str(out.members) if out else "", "scale": scale, "paper_note": note,
-                "ours_only": cell.extra, "selected": view.selected(cell), "run": out.key if out else ""}
+                "ours_only": ours_only or cell.extra, "selected": view.selected(cell),
+                "run": out.key if out else "", "ours_note": ours_note}
 
     for _, r in (view.paper_rows.iterrows() if view.paper_rows is not None else ()):
         if r.base_loss == "":
@@ -336,6 +383,15 @@ def tidy(view: TableView) -> pd.DataFrame:
         for col in view.columns:
             metric, variant = ("hparam", f"hparam={col}") if view.hparam else (col, cell.variant)
             rows.append(row(cell, metric, variant, "", "", view.ours(cell, col), view.ci(cell, col)))
+    for cell in view.visible:  # ours only: the deployed (guaranteed-threshold) rates on test
+        for col in filter(view.has_deployed, view.columns):
+            got = view.deployed(cell, col)
+            if got is None:
+                continue
+            for rate in ("fpr", "tpr"):
+                rows.append(row(cell, f"deployed_{rate}@{col.removeprefix('fpr@')}", cell.variant, "", "",
+                                got.get(rate), None, ours_note=got.get("note", f"delta={got['delta']:g}"),
+                                ours_only=cell.extra or "deployed"))
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from hightpr.ensemble import finished_members
 from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, roc_auc
 from hightpr.metrics.multiclass import accuracy, class_accuracy, error_at_tpr
+from hightpr.metrics.operating_point import np_operating_point
 from hightpr.runs import load_logits
 from hightpr.tables.cells import Plan
 
@@ -129,6 +131,48 @@ class Outcome:
     @property
     def binary(self) -> bool:
         return "auc" in self.metrics.get("test", {})
+
+    @functools.cached_property
+    def val(self) -> dict[str, np.ndarray] | None:
+        """The ensemble's validation logits (None when its members had validation sets of their own)."""
+        path = self.path / "logits_val.npz"
+        return load_logits(path) if path.is_file() else None
+
+    @functools.cached_property
+    def delta(self) -> float:
+        """The allowed P(TPR < target) of the guaranteed threshold, as the run was configured."""
+        for run_dir in finished_members(self.path).values():
+            cfg = run_dir / "config_resolved.yaml"
+            found = OmegaConf.select(OmegaConf.load(cfg), "evaluation.delta") if cfg.is_file() else None
+            if found is not None:
+                return float(found)
+        return DEFAULT_DELTA
+
+
+DEFAULT_DELTA = 0.05
+
+
+def deployed(out: Outcome, metric: str) -> dict | None:
+    """The deployed operating point of an FPR@TPR metric: the Neyman-Pearson threshold fixed on the
+    ensemble's validation logits, its FPR and TPR on test (percent) and whether the TPR held.
+
+    `{"note": ...}` when validation cannot guarantee the target; None for other metrics, multi-class
+    runs or ensembles without shared validation logits.
+    """
+    if not (out.binary and metric.startswith("fpr@") and metric.endswith("tpr")) or out.val is None:
+        return None
+    return _deployed(out.path, out.key, int(metric[4:-3]) / 100, out.delta)
+
+
+@functools.cache
+def _deployed(path: Path, key: str, tpr: float, delta: float) -> dict:
+    val, test = load_logits(path / "logits_val.npz"), load_logits(path / "logits_test.npz")
+    op = np_operating_point(val["scores"], val["labels"].astype(bool), test["scores"],
+                            test["labels"].astype(bool), tpr, delta)
+    if op["np_threshold"] is None:
+        return {"note": op["np_note"], "delta": delta}
+    return {"fpr": op["np_test_fpr"] * PERCENT, "tpr": op["np_test_tpr"] * PERCENT,
+            "held": op["np_held"], "delta": delta}
 
 
 def outcome(plan: Plan, pool: Path, grid_limit: int | None) -> Outcome | None:
