@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -299,4 +300,7 @@ def test_batched_training_logs_nothing_it_does_not_say(ensembles):
     result = ensembles("none", True, "members")
     batched_lines = [line for line in result.stderr.splitlines() if "batched" in line]
     assert batched_lines == ["training members [1, 2, 3] batched (members forward of CifarResNet) on cpu"]
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" (")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert re.search(r"val auc by member 1:0\.\d{4} 2:0\.\d{4} 3:0\.\d{4}$", epochs[-1]), epochs
     assert logging.getLogger("hightpr").level == logging.NOTSET

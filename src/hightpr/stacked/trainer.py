@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,7 @@ def _epoch_end(running: list[Member], results: list[tuple[dict, dict]], epoch: i
 def _fit(members: list[Member], data: MemberData, settings: Settings, forward: Members) -> None:
     """Train until every member stopped (early stopping) or reached max_epochs."""
     running = list(members)
+    start = time.perf_counter()
     for epoch in range(settings.max_epochs):
         for mb in running:
             mb.module.reg.on_train_epoch_start(epoch)
@@ -246,7 +248,13 @@ def _fit(members: list[Member], data: MemberData, settings: Settings, forward: M
         for batch in data.epoch_batches(epoch, index):
             _step(running, forward, data, rows, batch, settings)
         data.val_iter_draw(index)
-        _epoch_end(running, _evaluate(forward, data, "val", running, settings), epoch)
+        results = _evaluate(forward, data, "val", running, settings)
+        _epoch_end(running, results, epoch)
+        monitor = running[0].module.evaluator.monitor
+        pairs = zip(running, results, strict=True)
+        scores = " ".join(f"{mb.number}:{rep[monitor]:.4f}" for mb, (rep, _) in pairs)
+        log.info("epoch %d/%d (%.0f s): val %s by member %s", epoch + 1, settings.max_epochs,
+                 time.perf_counter() - start, monitor, scores)
         for mb in running:
             if not mb.running and epoch + 1 < settings.max_epochs:
                 log.info("member %d stopped early after epoch %d (best epoch %s)", mb.number, epoch,
