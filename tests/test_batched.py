@@ -192,6 +192,60 @@ def test_an_interrupted_sequential_member_resumes_on_its_own_the_others_train_ba
     assert json.loads((edir / "metrics.json").read_text())["num_members"] == 4
 
 
+class Killed(BaseException):
+    """A kill in the middle of a step (not an error any boundary catches)."""
+
+
+@pytest.mark.parametrize("reg", ["alm", "rankreg"])
+def test_batched_training_killed_mid_epoch_resumes_to_the_uninterrupted_scores(
+        ensembles, reg, tiny_data_dir, tmp_path, monkeypatch):
+    from hightpr.stacked import trainer
+
+    real_step = trainer._step
+
+    def dying_step(*args, **kwargs):  # dies in the first step after a resume state was written
+        if list(tmp_path.rglob("batched.json")):
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    overrides = (*REGS[reg], f"ensemble.members={MEMBERS}", "ensemble.checkpoint_every_s=0")
+    monkeypatch.setenv("HIGHTPR_BATCHED_FORWARD", "members")
+    monkeypatch.setattr(trainer, "_step", dying_step)
+    with pytest.raises(Killed):
+        run_train(tiny_data_dir, tmp_path, *overrides)
+    edir = next((tmp_path / "outputs" / "test" / "ensembles").iterdir())
+    assert not (edir / "member_01" / "metrics.json").exists()
+    assert json.loads((edir / "member_02" / "checkpoints" / "batched.json").read_text())["next_epoch"] == 1
+    monkeypatch.setattr(trainer, "_step", real_step)
+    resumed = run_train(tiny_data_dir, tmp_path, *overrides)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming members [1, 2, 3] batched at epoch 2 of 2 (0 stopped early)" in resumed.stderr
+    assert [line.split(" (")[0] for line in resumed.stderr.splitlines() if line.startswith("epoch ")] == \
+        ["epoch 2/2"]
+    dirs = member_dirs(resumed)
+    assert not any((d / "checkpoints" / "batched.json").exists() for d in dirs)
+    reference = member_dirs(ensembles(reg, True, "members"))
+    for got, want in zip(scores_of(dirs), scores_of(reference), strict=True):
+        np.testing.assert_array_equal(got, want)   # exactly the uninterrupted run's scores
+    logs = [pd.read_csv(d / "csv" / "metrics.csv") for d in (dirs[0], reference[0])]
+    pd.testing.assert_frame_equal(*logs)
+
+
+def test_a_member_with_a_batched_checkpoint_trained_on_its_own_starts_over(train):
+    first = train("ensemble.members=2", "ensemble.checkpoint_every_s=0")
+    mdir = first.run_dir / "member_02"
+    (mdir / "metrics.json").unlink()   # as if killed after its last checkpoint, before its outputs
+    result = train("ensemble.members=2", "ensemble.batched=false")
+    assert result.returncode == 0
+    assert "was written by batched training (ensemble.batched): a run trained on its own starts" in result.stderr
+
+
+def test_checkpoint_every_s_must_be_seconds(train):
+    result = train("ensemble.members=2", "ensemble.checkpoint_every_s=-1")
+    assert result.returncode == 2
+    assert "error: ensemble.checkpoint_every_s must be a number of seconds >= 0" in result.stderr
+
+
 def test_ensemble_batched_must_be_a_boolean(train):
     result = train("ensemble.members=2", "ensemble.batched=maybe")
     assert result.returncode == 2

@@ -178,13 +178,14 @@ def clear_outputs(run_dir: Path) -> None:
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
-def describe_checkpoint(path: Path) -> str | None:
-    """`N epochs done` of a Lightning checkpoint (for the resume log line); None if unreadable
-    (a process killed while writing it)."""
+def describe_checkpoint(path: Path) -> tuple[str, bool] | None:
+    """(`N epochs done`, written by batched training) of a checkpoint, for the resume decision and
+    its log line; None if unreadable (a process killed while writing it)."""
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # noqa: BLE001 - truncated or corrupt: the caller starts the run over
         return None
-    return f"{int(state.get('epoch', -1)) + 1} epochs done"
+    batched = bool((state.get("hightpr") or {}).get("batched"))
+    return f"{int(state.get('epoch', -1)) + 1} epochs done", batched

@@ -22,6 +22,7 @@ from hightpr.ensemble import aggregate, ensemble_key, ensemble_row, finished_mem
 from hightpr.errors import HightprError
 from hightpr.metrics.evaluators import Evaluator
 from hightpr.runs import append_run
+from hightpr.stacked.resume import saved_epoch
 
 log = logging.getLogger("hightpr")
 
@@ -72,7 +73,12 @@ def train_members(cfg: DictConfig, run_fn: Callable[[DictConfig, Path], dict],
     for m in [m for m in todo if is_finished(member_dir(edir, m))]:
         log.info("member %d already finished: %s", m, member_dir(edir, m))
     todo = [m for m in todo if not is_finished(member_dir(edir, m))]
-    if len(todo) > 1 and _batched(cfg) and _project_run(run_fn):
+    if _batched(cfg) and _project_run(run_fn):
+        # members killed during batched training resume batched, grouped by the epoch they reached
+        saved = {m: saved_epoch(member_dir(edir, m)) for m in todo}
+        for epoch in sorted({e for e in saved.values() if e is not None}):
+            group = [m for m in todo if saved[m] == epoch]
+            todo = [m for m in todo if m not in group] + _train_batched(cfg, edir, group, choices)
         # an interrupted sequential attempt resumes from its last checkpoint, on its own
         resume = [m for m in todo if (member_dir(edir, m) / "checkpoints" / "last.ckpt").is_file()]
         fresh = [m for m in todo if m not in resume]

@@ -132,13 +132,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             return json.loads((run_dir / "metrics.json").read_text())
         last = run_dir / "checkpoints" / "last.ckpt"
         done = None if fresh or not last.is_file() else describe_checkpoint(last)
-        if done is None:
-            if last.is_file() and not fresh:
+        if done is None or done[1]:
+            if done is not None:  # Lightning's loops cannot continue the batched trainer's state
+                log.warning("%s was written by batched training (ensemble.batched): a run trained on its "
+                            "own starts %s over", last, run_dir)
+            elif last.is_file() and not fresh:
                 log.warning("%s is unreadable (killed while writing it?): starting %s over", last, run_dir)
             clear_outputs(run_dir)
             last = None
         else:
-            log.info("resuming %s from its last checkpoint (%s)", run_dir, done)
+            log.info("resuming %s from its last checkpoint (%s)", run_dir, done[0])
         threads = torch.get_num_threads()
         budget, gpu = job_resources(cfg)
         if budget:

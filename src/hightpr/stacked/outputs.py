@@ -4,7 +4,8 @@
 `runs.csv` row come from the same functions as a sequential run's. The checkpoints are
 Lightning-format dicts (`state_dict`, `epoch`, `global_step`, `pytorch-lightning_version`) that
 `trainer.test(ckpt_path=...)`, `init_from` and `torch.load` read as they read a sequential run's;
-they carry no loop or callback state, and `hightpr.batched` marks them.
+they carry no Lightning loop or callback state (a `last.ckpt` written during training carries the
+batched loop's own under `hightpr.resume`, `hightpr.stacked.resume`), and `hightpr.batched` marks them.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ def clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: Path, state: Mapping[str, torch.Tensor], epoch: int, global_step: int,
-                    optimizer=None, schedulers=()) -> Path:
-    """A Lightning-format checkpoint of one member (optimizer and schedules only in `last.ckpt`)."""
+                    optimizer=None, schedulers=(), resume: Mapping | None = None) -> Path:
+    """A Lightning-format checkpoint of one member (optimizer and schedules only in `last.ckpt`;
+    `resume`: the batched loop's state, `hightpr.stacked.resume`)."""
     ckpt = {"epoch": int(epoch), "global_step": int(global_step),
             "pytorch-lightning_version": pl.__version__, "state_dict": dict(state),
-            "hightpr": {"batched": True}}
+            "hightpr": {"batched": True, **({"resume": dict(resume)} if resume is not None else {})}}
     if optimizer is not None:
         ckpt["optimizer_states"] = [optimizer.state_dict()]
         ckpt["lr_schedulers"] = [s["scheduler"].state_dict() for s in schedulers]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hightpr.errors import HightprError
 from hightpr.stacked.layers import NotStackable
 
 # trainer keys that change nothing batched training does (cosmetics, or ours handled elsewhere)
@@ -43,6 +44,7 @@ class Settings:
     deterministic: bool | str
     csv_log: bool
     compile: bool
+    checkpoint_every_s: float = 60.0  # resume states at most this often (hightpr.stacked.resume)
 
 
 def _device(t: dict, gpu: int | None) -> torch.device:
@@ -92,4 +94,13 @@ def settings_of(cfg: DictConfig, gpu: int | None = None, compile: bool | None = 
         patience=int(t["patience"]), eval_batch_size=int(t.get("eval_batch_size") or 1000),
         limit_train_batches=limit, clip_val=t.get("gradient_clip_val") or None,
         clip_algorithm=str(t.get("gradient_clip_algorithm") or "norm"),
-        deterministic=t.get("deterministic") or False, csv_log=bool(target), compile=bool(compile))
+        deterministic=t.get("deterministic") or False, csv_log=bool(target), compile=bool(compile),
+        checkpoint_every_s=_seconds(cfg.ensemble.get("checkpoint_every_s", 60)))
+
+
+def _seconds(value) -> float:
+    """`ensemble.checkpoint_every_s`: a number of seconds >= 0 (0: every epoch)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise HightprError(f"ensemble.checkpoint_every_s must be a number of seconds >= 0 (0: every epoch), "
+                           f"got {value!r}")
+    return float(value)

@@ -39,6 +39,7 @@ from hightpr.stacked.data import MemberData
 from hightpr.stacked.forward import Members, forward_mode, make_forward
 from hightpr.stacked.layers import NotStackable
 from hightpr.stacked.outputs import clone_state, log_row, save_checkpoint, write_csv_log
+from hightpr.stacked.resume import clear_state, restore, save_state, saved_epoch
 from hightpr.stacked.selection import BestEpoch, EarlyStopping, f32
 from hightpr.stacked.settings import Settings, settings_of
 
@@ -65,6 +66,7 @@ class Member:
     rows: list[dict] = field(default_factory=list)
     sums: torch.Tensor | None = None  # epoch sums of loss, base loss, term (each x batch size)
     count: int = 0  # samples behind `sums`
+    saved: int = -1  # `epochs` when its resume state was last written
 
     @property
     def number(self) -> int:
@@ -233,11 +235,31 @@ def _epoch_end(running: list[Member], results: list[tuple[dict, dict]], epoch: i
             mb.running = False
 
 
-def _fit(members: list[Member], data: MemberData, settings: Settings, forward: Members) -> None:
-    """Train until every member stopped (early stopping) or reached max_epochs."""
-    running = list(members)
-    start = time.perf_counter()
-    for epoch in range(settings.max_epochs):
+class _Saver:
+    """Each member's resume state at epoch ends, at most every `checkpoint_every_s` seconds."""
+
+    def __init__(self, members: list[Member], streams, every_s: float) -> None:
+        self.members, self.streams, self.every_s = members, streams, every_s
+        self.last = time.perf_counter()
+
+    def __call__(self, next_epoch: int, final: bool) -> None:
+        if final or time.perf_counter() - self.last < self.every_s:
+            return
+        for mb in self.members:  # a member that stopped since its last write is written once more
+            if mb.saved != mb.epochs:
+                save_state(mb, next_epoch, self.streams)
+                mb.saved = mb.epochs
+        self.last = time.perf_counter()
+
+
+def _fit(members: list[Member], data: MemberData, settings: Settings, forward: Members, start: int = 0,
+         save: _Saver | None = None) -> None:
+    """Train until every member stopped (early stopping) or reached max_epochs (from epoch `start`)."""
+    running = [mb for mb in members if mb.running]
+    if len(running) < len(members):  # resumed with members already stopped: they stay frozen
+        forward = forward.keep([i for i, mb in enumerate(members) if mb.running])
+    clock = time.perf_counter()
+    for epoch in range(start, settings.max_epochs if running else start):
         for mb in running:
             mb.module.reg.on_train_epoch_start(epoch)
             mb.module.loss.on_train_epoch_start(epoch)
@@ -254,12 +276,14 @@ def _fit(members: list[Member], data: MemberData, settings: Settings, forward: M
         pairs = zip(running, results, strict=True)
         scores = " ".join(f"{mb.number}:{rep[monitor]:.4f}" for mb, (rep, _) in pairs)
         log.info("epoch %d/%d (%.0f s): val %s by member %s", epoch + 1, settings.max_epochs,
-                 time.perf_counter() - start, monitor, scores)
+                 time.perf_counter() - clock, monitor, scores)
         for mb in running:
             if not mb.running and epoch + 1 < settings.max_epochs:
                 log.info("member %d stopped early after epoch %d (best epoch %s)", mb.number, epoch,
                          mb.best.epoch)
         keep = [i for i, mb in enumerate(running) if mb.running and epoch + 1 < settings.max_epochs]
+        if save is not None:
+            save(epoch + 1, final=not keep)
         if not keep:
             break
         if len(keep) < len(running):  # the stopped members are frozen, the others go on
@@ -288,8 +312,11 @@ def _finish(members: list[Member], data: MemberData, settings: Settings,
     forward = _forward(members, settings, train=False)
     val = _evaluate(forward, data, "val", members, settings)
     test = _evaluate(forward, data, "test", members, settings)
-    return [_write(mb, path, v, t, settings, choices)
-            for mb, path, v, t in zip(members, best_paths, val, test, strict=True)]
+    out = [_write(mb, path, v, t, settings, choices)
+           for mb, path, v, t in zip(members, best_paths, val, test, strict=True)]
+    for mb in members:
+        clear_state(mb.run_dir)
+    return out
 
 
 def _write(mb: Member, best_path: Path | None, val: tuple[dict, dict], test: tuple[dict, dict],
@@ -354,10 +381,19 @@ def train_batched(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path],
         for run_dir in run_dirs:
             locks.enter_context(RunLock(Path(run_dir)))
         todo = [(c, Path(d)) for c, d in zip(cfgs, run_dirs, strict=True) if not is_finished(Path(d))]
-        if len(todo) < 2:
+        epochs = {saved_epoch(d) for _, d in todo}
+        if len(epochs) > 1:
+            raise ValueError(f"members saved at different epochs ({sorted(map(str, epochs))}): resume them "
+                             "apart (hightpr.cli.ensemble.train_members groups them)")
+        if len(todo) < 2 and epochs == {None}:
             raise NotStackable("fewer than two members left to train")
         with _backend(settings, threads):
-            return _train(todo, settings, choices)
+            try:
+                return _train(todo, settings, choices)
+            except _StartOver:
+                for _, run_dir in todo:
+                    clear_outputs(run_dir)
+                return _train(todo, settings, choices)
 
 
 def _train(todo: list[tuple[DictConfig, Path]], settings: Settings, choices: Mapping[str, str]) -> list[dict]:
@@ -372,6 +408,7 @@ def _train(todo: list[tuple[DictConfig, Path]], settings: Settings, choices: Map
         mb.sums = torch.zeros(3, dtype=torch.float64, device=settings.device)
     data = MemberData([mb.datamodule for mb in members], streams, settings.device,
                       settings.limit_train_batches)
+    start = _resume(members, streams)  # before the forward: a stacked network starts from the saved weights
     forward = _forward(members, settings)  # the last refusal (a model that does not stack): nothing written
     if forward.mode == "stacked":
         own = {id(p) for mb in members for p in mb.module.model.parameters()}
@@ -381,10 +418,35 @@ def _train(todo: list[tuple[DictConfig, Path]], settings: Settings, choices: Map
     log.info("training members %s batched (%s forward of %s) on %s", [mb.number for mb in members],
              forward.mode, type(members[0].module.model).__name__, settings.device)
     for mb in members:
-        if (mb.run_dir / "checkpoints" / "last.ckpt").is_file():
-            log.warning("%s was interrupted: batched training starts it over", mb.run_dir)
-        clear_outputs(mb.run_dir)
+        if start == 0:
+            clear_outputs(mb.run_dir)
         OmegaConf.save(mb.cfg, mb.run_dir / "config_resolved.yaml", resolve=True)
         log.info("member %d data %s", mb.number, mb.datamodule.summary())
-    _fit(members, data, settings, forward)
+    _fit(members, data, settings, forward, start, _Saver(members, streams, settings.checkpoint_every_s))
     return _finish(members, data, settings, choices)
+
+
+def _resume(members: list[Member], streams) -> int:
+    """The loop epoch to start at: the members' saved one when every member's state loads, else 0."""
+    if saved_epoch(members[0].run_dir) is None:
+        for mb in members:
+            if (mb.run_dir / "checkpoints" / "last.ckpt").is_file():
+                log.warning("%s was interrupted without a batched state: batched training starts it over",
+                            mb.run_dir)
+        return 0
+    starts = {restore(mb, streams) for mb in members}
+    if len(starts) != 1 or None in starts:
+        log.warning("the saved states of members %s do not load together (killed while writing them?): "
+                    "batched training starts them over", [mb.number for mb in members])
+        raise _StartOver
+    start = starts.pop()
+    for mb in members:
+        mb.saved = mb.epochs
+    log.info("resuming members %s batched at epoch %d of %s (%s stopped early)",
+             [mb.number for mb in members], start + 1, members[0].cfg.trainer.get("max_epochs"),
+             sum(not mb.running for mb in members))
+    return start
+
+
+class _StartOver(Exception):
+    """The saved states cannot be resumed: build the members afresh and train them from the start."""

@@ -1,0 +1,100 @@
+"""Batched training that survives being killed: every member's whole training state at epoch ends.
+
+Each member's `checkpoints/last.ckpt` is a Lightning-format checkpoint (weights, optimizer and
+schedules) that also carries what the batched loop needs to go on exactly as if uninterrupted:
+the best epoch and its weights, early stopping, the epoch logs, the member's random streams and
+the loop's next epoch. `checkpoints/batched.json` beside it (written after it) says which epoch
+that is, so the same command finds and resumes it without loading weights. States are written
+at most every `ensemble.checkpoint_every_s` seconds (0: every epoch); a kill loses at most that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from hightpr.stacked.outputs import clone_state, save_checkpoint
+from hightpr.stacked.selection import BestEpoch, EarlyStopping
+
+if TYPE_CHECKING:  # the trainer imports this module
+    from hightpr.stacked.streams import MemberStreams
+    from hightpr.stacked.trainer import Member
+
+log = logging.getLogger("hightpr")
+MARK = "batched.json"
+
+
+def _paths(run_dir: Path) -> tuple[Path, Path]:
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    return ckpt_dir / "last.ckpt", ckpt_dir / MARK
+
+
+def _finite(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)  # json has no inf
+
+
+def save_state(mb: Member, next_epoch: int, streams: MemberStreams) -> None:
+    """Write member `mb`'s training state after `next_epoch` epochs of the loop (checkpoint, then mark)."""
+    last, mark = _paths(mb.run_dir)
+    cpu, cuda = streams.states[mb.index]
+    state = {"next_epoch": next_epoch, "epochs": mb.epochs, "global_step": mb.global_step,
+             "running": mb.running, "rows": mb.rows,
+             "best": {"value": mb.best.value, "tie": mb.best.tie, "epoch": mb.best.epoch,
+                      "global_step": mb.best.global_step, "state": mb.best.state},
+             "stopping": {"best": mb.stopping.best, "wait": mb.stopping.wait},
+             "streams": {"cpu": cpu, "cuda": cuda}}
+    save_checkpoint(last, clone_state(mb.module), max(mb.epochs - 1, 0), mb.global_step, mb.optimizer,
+                    mb.schedulers, resume=state)
+    tmp = mark.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"next_epoch": next_epoch, "running": mb.running, "epochs": mb.epochs,
+                               "best_epoch": mb.best.epoch, "best_value": _finite(mb.best.value)}))
+    os.replace(tmp, mark)
+
+
+def saved_epoch(run_dir: Path) -> int | None:
+    """The loop epoch an interrupted batched member resumes at (None: no batched state there)."""
+    last, mark = _paths(run_dir)
+    if not (mark.is_file() and last.is_file()):
+        return None
+    try:
+        return int(json.loads(mark.read_text())["next_epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def restore(mb: Member, streams: MemberStreams) -> int | None:
+    """Load member `mb`'s saved state into it; the loop's next epoch, or None when the checkpoint is
+    unreadable or not the one its mark names (killed while writing: the caller starts over)."""
+    last, _ = _paths(mb.run_dir)
+    expected = saved_epoch(mb.run_dir)
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        state = ckpt["hightpr"]["resume"]
+    except Exception:  # noqa: BLE001 - truncated, corrupt or not a batched state
+        return None
+    if state.get("next_epoch") != expected:
+        return None
+    device = next(mb.module.parameters()).device
+    mb.module.load_state_dict(ckpt["state_dict"])
+    mb.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+    for sched, saved in zip(mb.schedulers, ckpt.get("lr_schedulers", []), strict=True):
+        sched["scheduler"].load_state_dict(saved)
+    best = state["best"]
+    mb.best = BestEpoch(best["value"], best["tie"], best["epoch"], best["global_step"],
+                        {k: v.to(device) for k, v in best["state"].items()})
+    mb.stopping = EarlyStopping(mb.stopping.patience, state["stopping"]["best"], state["stopping"]["wait"])
+    mb.epochs, mb.global_step, mb.running = state["epochs"], state["global_step"], state["running"]
+    mb.rows = list(state["rows"])
+    streams.states[mb.index] = (state["streams"]["cpu"], state["streams"]["cuda"])
+    return int(state["next_epoch"])
+
+
+def clear_state(run_dir: Path) -> None:
+    """Remove the resume state once the member's own outputs are written (its last.ckpt stays)."""
+    _paths(run_dir)[1].unlink(missing_ok=True)
