@@ -237,7 +237,8 @@ def test_a_member_with_a_batched_checkpoint_trained_on_its_own_starts_over(train
     (mdir / "metrics.json").unlink()   # as if killed after its last checkpoint, before its outputs
     result = train("ensemble.members=2", "ensemble.batched=false")
     assert result.returncode == 0
-    assert "was written by batched training (ensemble.batched): a run trained on its own starts" in result.stderr
+    said = "was written by batched training (ensemble.batched): a run trained on its own starts"
+    assert said in result.stderr
 
 
 def test_checkpoint_every_s_must_be_seconds(train):

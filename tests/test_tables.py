@@ -11,6 +11,7 @@ DRY of every table at every scale.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -225,6 +226,21 @@ def test_cli_run_fails_with_the_run_dir_and_renders_the_rest(tmp_path, monkeypat
     assert stop.value.code == 2 and "1 run(s) failed" in err and "member_01)" in err
     assert "rankreg-t1 [smoke]: 2 runs: 1 trained, 0 reused, 1 failed" in out
     assert (tmp_path / "results" / "tables" / "smoke" / "rankreg-t1.md").is_file()
+
+
+def test_training_under_the_bar_shows_its_epochs_and_warnings_only(caplog):
+    from hightpr.tables.runner import _quiet
+
+    log, status = logging.getLogger("hightpr"), []
+    caplog.set_level(logging.INFO)
+    with _quiet(status.append):
+        log.info("epoch %d/%d (%.0f s): val auc by member %s", 3, 15, 240.4, "1:0.9000")
+        log.info("member 1 data ...")
+        log.warning("something to see")
+    assert status == ["epoch 3/15 (240 s)"]
+    assert [r.getMessage() for r in caplog.records if r.name == "hightpr"] == ["something to see"]
+    log.info("after")                              # the logger is as it was
+    assert caplog.records[-1].getMessage() == "after"
 
 
 # -- end to end at SCALE=smoke ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ cells go on, and what finished stays.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fnmatch
 import logging
 import os
@@ -168,6 +169,8 @@ class Summary:
 
 
 TrainFn = Callable[[Plan, Run, Context], None]
+# where the run under way reports its epochs (`epoch 3/15 (240 s)`): the table's progress bar
+STATUS: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("status", default=None)
 
 
 def train_in_process(plan_: Plan, run: Run, ctx: Context) -> None:
@@ -175,23 +178,45 @@ def train_in_process(plan_: Plan, run: Run, ctx: Context) -> None:
     from hightpr.cli.train import train
 
     cfg = compose_run(plan_, run, ctx)
-    with _quiet():
+    with _quiet(STATUS.get()):
         train(cfg)
 
 
+class _EpochStatus(logging.Filter):
+    """On the `hightpr` logger while a table trains: warnings pass, `epoch i/n (t s): ...` lines of
+    batched training become the progress bar's status, every other line is dropped."""
+
+    def __init__(self, status: Callable[[str], None]) -> None:
+        super().__init__()
+        self.status = status
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message.startswith("epoch "):
+            self.status(message.split(": ")[0])
+        return False
+
+
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Training logs under the progress bar: warnings and errors only."""
+def _quiet(status: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Training logs under the progress bar: warnings and errors only (and epochs as its status)."""
     names = ("hightpr", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning.fabric")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
-        logging.getLogger(n).setLevel(logging.WARNING if n == "hightpr" else logging.ERROR)
+        logging.getLogger(n).setLevel(logging.ERROR)
+    own = logging.getLogger("hightpr")
+    epochs = _EpochStatus(status or (lambda text: None))
+    own.setLevel(logging.INFO if status else logging.WARNING)
+    own.addFilter(epochs)
     os.environ.setdefault("PL_DISABLE_FORK", "1")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        own.removeFilter(epochs)
         for n, level in levels.items():
             logging.getLogger(n).setLevel(level)
 
@@ -248,7 +273,7 @@ def run_table(spec: TableSpec, ctx: Context, rows: str | None = None, launcher: 
     train_fn = train_fn or train_in_process
     seen: set[str] = set()
     attempted: set[str] = set()
-    with _progress(progress, total, f"{spec.name} [{ctx.scale.name}]") as advance:
+    with _progress(progress, total, f"{spec.name} [{ctx.scale.name}]") as (advance, status):
         pending = plans
         while pending:
             batch: dict[str, tuple[Plan, Run]] = {}
@@ -279,10 +304,14 @@ def run_table(spec: TableSpec, ctx: Context, rows: str | None = None, launcher: 
             else:
                 errors = {}
                 for key, (p, r) in batch.items():
+                    status(f"training {key}")
+                    token = STATUS.set(_status_of(status, key))
                     try:
                         train_fn(p, r, ctx)
                     except Exception as err:  # noqa: BLE001 - any failure fails this cell only
                         errors[key] = f"{type(err).__name__}: {err}"
+                    finally:
+                        STATUS.reset(token)
                     advance(key)
             for key, (p, _) in batch.items():
                 attempted.add(key)
@@ -299,15 +328,20 @@ def run_table(spec: TableSpec, ctx: Context, rows: str | None = None, launcher: 
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int, title: str):
+    """(advance(key): one run done, status(text): what is under way) of a bar over a table's runs."""
     if not enabled or total == 0:
-        yield lambda key: None
+        yield (lambda key: None), (lambda text: None)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[key]}"), transient=False) as bar:
         task = bar.add_task(title, total=total, key="")
-        yield lambda key: bar.update(task, advance=1, key=key)
+        yield (lambda key: bar.update(task, advance=1, key=key)), (lambda text: bar.update(task, key=text))
+
+
+def _status_of(status: Callable[[str], None], key: str) -> Callable[[str], None]:
+    return lambda text: status(f"training {key}: {text}")
 
 
 def failed_dir(edir: Path) -> Path:
