@@ -151,9 +151,11 @@ def _avg_delta(claim: dict, view) -> list[str]:
     for section in view.sections:
         for metric, (paper, ours, n) in view.avg_deltas.get(section, {}).items():
             p = "paper: not printed" if paper is None else f"paper {paper:+.1f}"
-            o = "ours: not run" if ours is None else f"ours {ours:+.2f} (mean over {n} loss{'es' * (n != 1)})"
-            verdict = "not run" if ours is None else ("agrees (a mean: the per-loss tests are above)"
-                                                     if ours > 0 else "NOT supported")
+            if ours is None:
+                lines.append(f"{section}, {metric}: {p}; ours: not run")
+                continue
+            o = f"ours {ours:+.2f} (mean over {n} loss{'es' * (n != 1)})"
+            verdict = "agrees (a mean: the per-loss tests are above)" if ours > 0 else "NOT supported"
             lines.append(f"{section}, {metric}: {p}; {o}: {verdict}")
     return lines or ["no Avg.Δ row"]
 
