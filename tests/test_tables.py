@@ -113,7 +113,7 @@ def test_dry_composes_and_validates_every_run_and_trains_nothing(tmp_path, monke
 
 def test_dry_reports_unavailable_data_and_bad_configs(tmp_path):
     listing = dry_run(get_spec("rankreg-t2"), context(tmp_path, "cpu"), rows="bce")
-    assert [x.status for x in listing] == ["unavailable: CIFAR-100 images are not prepared here "
+    assert [x.status for x in listing] == ["unavailable: needs the CIFAR-100 images "
                                            "(python -m hightpr.data.prepare cifar100 --download)"]
     mri = dry_run(get_spec("alm-t14"), context(tmp_path, "paper"), rows="bce+alm")
     assert mri[0].status.startswith("unavailable: the papers' in-house prostate MRI is private")
@@ -226,6 +226,32 @@ def test_cli_run_fails_with_the_run_dir_and_renders_the_rest(tmp_path, monkeypat
     assert stop.value.code == 2 and "1 run(s) failed" in err and "member_01)" in err
     assert "rankreg-t1 [smoke]: 2 runs: 1 trained, 0 reused, 1 failed" in out
     assert (tmp_path / "results" / "tables" / "smoke" / "rankreg-t1.md").is_file()
+
+
+def _no_data_cpu_context(tmp_path: Path) -> Context:
+    return Context(get_scale("cpu"), results_dir=ROOT / "results", data_dir=tmp_path / "no-data",
+                   paper_root=PAPER)
+
+
+def test_the_committed_cpu_runs_are_read_without_any_data(tmp_path):
+    """A fresh clone has results/ but no data dir: the saved runs are what a table shows."""
+    from hightpr.tables.render import TableView, has_ours
+
+    ctx = _no_data_cpu_context(tmp_path)
+    assert has_ours(get_spec("rankreg-t1"), ctx)
+    view = TableView(get_spec("rankreg-t1"), ctx)
+    done = {c.row for c, out in view.outcomes.items() if out is not None}
+    assert {"bce", "bce+alm", "bce+rankreg", "bce:sampler=dual", "bce:optimizer=sgd"} <= done, done
+
+
+@pytest.mark.slow  # ~12 s a table (1000 bootstrap replicates per run)
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "results" / "tables" / "cpu").glob("*.md")))
+def test_committed_cpu_tables_render_to_the_same_bytes_without_any_data(name, tmp_path):
+    """`make tables` on a fresh clone (no data dir at all) reproduces the committed tables."""
+    path = ROOT / "results" / "tables" / "cpu" / f"{name}.md"
+    md, csv = render_table(get_spec(name), _no_data_cpu_context(tmp_path), write=False)
+    assert md == path.read_text()
+    assert csv.to_csv(index=False, lineterminator="\n") == path.with_suffix(".csv").read_text()
 
 
 def test_training_under_the_bar_shows_its_epochs_and_warnings_only(caplog):

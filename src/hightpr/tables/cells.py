@@ -144,7 +144,9 @@ class Plan:
     members: int
     data_note: str
     source: str                    # the paper source of `fixed` ('' = none: grids or defaults)
-    unavailable: str | None = None
+    unavailable: str | None = None  # why it cannot be trained here (private data, or none under the data dir)
+    private: str | None = None      # the data exists nowhere public: never run (but at SCALE=smoke)
+    needs: str | None = None        # what running it needs (recipes `missing`), whatever this machine has
 
     def overrides(self, values: dict | None = None, on_base: bool = False) -> tuple[str, ...]:
         """Semantic overrides of one run: data, method (or base), the hyper-parameters, the budget."""
@@ -246,16 +248,18 @@ def plan(spec: TableSpec, cell: Cell, scale: Scale, paper_dir: Path, data_dir: P
             stages.append(_stage(preset, scale))
     source = protocol["source"] if source_values is not None else ""
 
-    unavailable = None
+    unavailable = private = needs = None
     if entry.get("private") and not scale.standins:
-        unavailable = entry["private"]
-    elif entry.get("requires") and not scale.standins and not (Path(data_dir) / entry["requires"]).exists():
-        unavailable = entry.get("missing", f"no {entry['requires']} under {data_dir}")
+        unavailable = private = entry["private"]
+    elif entry.get("requires") and not scale.standins:
+        needs = entry.get("missing")
+        if not (Path(data_dir) / entry["requires"]).exists():
+            unavailable = needs or f"no {entry['requires']} under {data_dir}"
     note = stand_in["data"] if stand_in else entry["data"]
     if cell.classes in rec.get("class_notes", {}):
         note += ", " + rec["class_notes"][cell.classes]
     return Plan(cell, family, tuple(data), tuple(method), tuple(loss), fixed, stages, tuple(budget),
-                tuple(base_budget), scale.members_for(family), note, source, unavailable)
+                tuple(base_budget), scale.members_for(family), note, source, unavailable, private, needs)
 
 
 def _stage(preset: str, scale: Scale, on_base: bool = False) -> Stage:

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from hightpr.plots import plot_roc
 from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell
-from hightpr.tables.render import CSV_COLUMNS, TableView, tables_dir
+from hightpr.tables.render import CSV_COLUMNS, TableView, not_run_reasons, tables_dir
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec
 
@@ -62,7 +62,7 @@ def _header(view: TableView) -> list[str]:
              f"Data: {'; '.join(dict.fromkeys(p.data_note for p in plans))}. Hyper-parameters: "
              f"{', '.join(dict.fromkeys(p.source for p in plans if p.source)) or 'none published'}"
              + "".join(f"; grid {g}" for g in dict.fromkeys(s.preset for p in plans for s in p.stages)) + "."]
-    reasons = sorted({p.unavailable for p in plans if p.unavailable})
+    reasons = not_run_reasons(view, plans)
     lines += [f"**Not run: {r}.**" for r in reasons]
     return [*lines, ""]
 

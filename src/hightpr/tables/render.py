@@ -68,7 +68,7 @@ class TableView:
         self.cell_set = set(self.all_cells)
         self.plans = {c: plan(spec, c, ctx.scale, ctx.paper_dir, ctx.data_dir) for c in self.all_cells}
         self.outcomes: dict[Cell, Outcome | None] = {
-            c: None if p.unavailable else outcome(p, ctx.pool, ctx.scale.grid_limit)
+            c: None if p.private else outcome(p, ctx.pool, ctx.scale.grid_limit)  # saved runs, not local data
             for c, p in self.plans.items()}
         self.cells = [c for c in self.all_cells if not c.hidden and not c.extra]
         self.visible = [c for c in self.all_cells if not c.hidden]
@@ -227,6 +227,13 @@ def _deployed_text(got: dict | None, dp: int) -> str:
     return f"{got['fpr']:.{dp}f} {'✓' if got['held'] else '✗'}"
 
 
+def not_run_reasons(view: TableView, plans: list) -> list[str]:
+    """Why rows have no number of ours: private data, or data the runs need (only where a row lacks
+    ours). From the specs and the saved runs alone, so a fresh clone renders the same bytes."""
+    return sorted({p.private for p in plans if p.private}
+                  | {p.needs for p in plans if p.needs and view.outcomes.get(p.cell) is None})
+
+
 def _header(view: TableView) -> list[str]:
     spec, scale = view.spec, view.ctx.scale
     members = sorted({p.members for p in view.plans.values()})
@@ -245,7 +252,7 @@ def _header(view: TableView) -> list[str]:
     lines += ["Data and hyper-parameters per section:"]
     for section in view.sections:
         plans = [view.plans[c] for c in view.visible if c.section == section]
-        reasons = sorted({p.unavailable for p in plans if p.unavailable})
+        reasons = not_run_reasons(view, plans)
         sources = ", ".join(dict.fromkeys(p.source for p in plans if p.source)) or "none published"
         grids = ", ".join(dict.fromkeys(s.preset for p in plans for s in p.stages))
         sources += f"; grids selected on validation: {grids}" if grids else ""
@@ -416,6 +423,6 @@ def has_ours(spec: TableSpec, ctx: Context) -> bool:
     view_cells = paper_cells(spec, ctx.paper_dir)
     for c in view_cells:
         p = plan(spec, c, ctx.scale, ctx.paper_dir, ctx.data_dir)
-        if not p.unavailable and outcome(p, ctx.pool, ctx.scale.grid_limit) is not None:
+        if not p.private and outcome(p, ctx.pool, ctx.scale.grid_limit) is not None:
             return True
     return False
