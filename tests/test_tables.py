@@ -93,6 +93,20 @@ def test_d1_reproduces_the_printed_avg_delta_of_rankreg_table_1():
 
 
 # -- DRY ----------------------------------------------------------------------------------------------
+def test_claim_verdicts_tell_a_tie_from_a_significant_reversal():
+    from hightpr.tables.claims import _reversed, _significant, _verdict
+
+    lower_fpr = {"diff": -2.0, "lo": -3.0, "hi": -1.0}            # a - b in FPR: a significantly better
+    assert _significant(lower_fpr, "fpr@95tpr") and not _significant(_reversed(lower_fpr), "fpr@95tpr")
+    worse_auc = {"diff": -2.0, "lo": -3.0, "hi": -1.0, "p": 0.01}  # a - b in AUC: a significantly worse
+    assert not _significant(worse_auc, "auc") and _significant(_reversed(worse_auc), "auc")
+    assert _verdict(2, 3, 1) == "supported"
+    assert _verdict(2, 3, 0) == "same direction, not significant"
+    assert _verdict(0, 1, 0, 1) == "NOT supported (1 significantly the other way)"
+    assert _verdict(0, 1, 0, 0) == "NOT supported (the other way or tied, not significant)"
+    assert _verdict(0, 0, 0) == "not run"
+
+
 def test_dry_composes_and_validates_every_run_and_trains_nothing(tmp_path, monkeypatch):
     import hightpr.build
 

@@ -44,14 +44,17 @@ def _matches(cell: Cell, flt: dict) -> bool:
     return all(getattr(cell, k) == str(v) for k, v in flt.items())
 
 
-def _verdict(k: int, n: int, significant: int) -> str:
+def _verdict(k: int, n: int, significant: int, against: int = 0) -> str:
+    """`against`: pairs significantly the other way."""
     if n == 0:
         return "not run"
     if 2 * k > n and significant:
         return "supported"
     if 2 * k > n:
         return "same direction, not significant"
-    return "NOT supported"
+    if against:
+        return f"NOT supported ({against} significantly the other way)"
+    return "NOT supported (the other way or tied, not significant)"
 
 
 def _significant(ev: dict | None, metric: str) -> bool:
@@ -61,6 +64,13 @@ def _significant(ev: dict | None, metric: str) -> bool:
     if "p" in ev:
         return ev["p"] <= ALPHA and better(ev["diff"], 0.0, metric)
     return (ev["lo"] > 0 or ev["hi"] < 0) and better(ev["diff"], 0.0, metric)
+
+
+def _reversed(ev: dict | None) -> dict | None:
+    """The evidence of b - a from that of a - b."""
+    if ev is None:
+        return None
+    return {**ev, "diff": -ev["diff"], "lo": -ev["hi"], "hi": -ev["lo"]}
 
 
 def check(claim: dict, view) -> list[str]:
@@ -89,7 +99,7 @@ def _better(claim: dict, view) -> list[str]:
     pairs = _pairs(claim, view)
     lines = []
     for metric in claim.get("metrics") or view.comparable:
-        kp = np_ = ko = no = sig = 0
+        kp = np_ = ko = no = sig = against = 0
         for ca, cb in pairs:
             pa, pb = view.paper(ca, metric), view.paper(cb, metric)
             if pa is not None and pb is not None:
@@ -101,12 +111,13 @@ def _better(claim: dict, view) -> list[str]:
                 ko += better(oa, ob, metric)
                 ev = paired(view.outcome(ca), view.outcome(cb), metric, view.n_boot)
                 sig += _significant(ev, metric)
+                against += _significant(_reversed(ev), metric)
         if np_ == 0 and no == 0:
             continue
         paper = f"paper {kp}/{np_}" if np_ else "paper: not in the table"
         test = "DeLong" if metric.startswith("auc") else "paired bootstrap 95%"
         lines.append(f"{metric_name(metric)}: {paper}; ours {ko}/{no} ({sig} significant, {test}): "
-                     f"{_verdict(ko, no, sig)}")
+                     f"{_verdict(ko, no, sig, against)}")
     return lines or ["no rows to compare"]
 
 
