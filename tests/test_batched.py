@@ -231,6 +231,39 @@ def test_batched_training_killed_mid_epoch_resumes_to_the_uninterrupted_scores(
     pd.testing.assert_frame_equal(*logs)
 
 
+def test_killed_after_a_member_stopped_early_all_resume_together(ensembles, tiny_data_dir, tmp_path,
+                                                                  monkeypatch):
+    from hightpr.stacked import trainer
+
+    extra = ("trainer.max_epochs=6", "trainer.patience=1")
+    real_step = trainer._step
+
+    def dying_step(*args, **kwargs):  # dies once a member has stopped and its stop was written
+        marks = [json.loads(p.read_text()) for p in tmp_path.rglob("batched.json")]
+        if any(not m["running"] for m in marks):
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    overrides = (f"ensemble.members={MEMBERS}", "ensemble.checkpoint_every_s=0", *extra)
+    monkeypatch.setenv("HIGHTPR_BATCHED_FORWARD", "members")
+    monkeypatch.setattr(trainer, "_step", dying_step)
+    with pytest.raises(Killed):
+        run_train(tiny_data_dir, tmp_path, *overrides)
+    edir = next((tmp_path / "outputs" / "test" / "ensembles").iterdir())
+    marks = [json.loads(p.read_text()) for p in sorted(edir.glob("member_*/checkpoints/batched.json"))]
+    assert len(marks) == MEMBERS
+    assert len({m["next_epoch"] for m in marks}) == 1 and not all(m["running"] for m in marks), marks
+    monkeypatch.setattr(trainer, "_step", real_step)
+    resumed = run_train(tiny_data_dir, tmp_path, *overrides)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming members [1, 2, 3] batched" in resumed.stderr
+    reference = member_dirs(ensembles("none", True, "members", *extra))
+    for got, want in zip(member_dirs(resumed), reference, strict=True):
+        np.testing.assert_array_equal(*scores_of([got, want]))
+        assert json.loads((got / "metrics.json").read_text())["epochs_trained"] == \
+            json.loads((want / "metrics.json").read_text())["epochs_trained"]
+
+
 def test_a_member_with_a_batched_checkpoint_trained_on_its_own_starts_over(train):
     first = train("ensemble.members=2", "ensemble.checkpoint_every_s=0")
     mdir = first.run_dir / "member_02"

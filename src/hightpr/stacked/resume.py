@@ -2,11 +2,11 @@
 
 Each member's `checkpoints/last.ckpt` is a Lightning-format checkpoint (weights, optimizer and
 schedules) that also carries what the batched loop needs to go on exactly as if uninterrupted:
-the best epoch and its weights, early stopping, the epoch logs, the member's random streams and
-the loop's next epoch. `checkpoints/batched.json` beside it (written after it) says which epoch
-that is, so the same command finds and resumes it without loading weights. States are written
-at most every `ensemble.checkpoint_every_s` seconds (0: every epoch); a kill loses at most that.
-"""
+the best epoch and its weights, early stopping, the epoch logs and the member's random streams.
+`checkpoints/batched.json` beside it (written after it, and again at every later write of the
+ensemble's states) says at which epoch the loop goes on, so the same command finds and resumes
+every member together without loading weights. States are written at most every
+`ensemble.checkpoint_every_s` seconds (0: every epoch); a kill loses at most that."""
 
 from __future__ import annotations
 
@@ -39,46 +39,53 @@ def _finite(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)  # json has no inf
 
 
-def save_state(mb: Member, next_epoch: int, streams: MemberStreams) -> None:
-    """Write member `mb`'s training state after `next_epoch` epochs of the loop (checkpoint, then mark)."""
+def save_state(mb: Member, next_epoch: int, streams: MemberStreams, checkpoint: bool = True) -> None:
+    """Write member `mb`'s training state after `next_epoch` epochs of the loop: its checkpoint (unless
+    unchanged since the last write: a member that stopped), then the mark naming the loop's epoch."""
     last, mark = _paths(mb.run_dir)
-    cpu, cuda = streams.states[mb.index]
-    state = {"next_epoch": next_epoch, "epochs": mb.epochs, "global_step": mb.global_step,
-             "running": mb.running, "rows": mb.rows,
-             "best": {"value": mb.best.value, "tie": mb.best.tie, "epoch": mb.best.epoch,
-                      "global_step": mb.best.global_step, "state": mb.best.state},
-             "stopping": {"best": mb.stopping.best, "wait": mb.stopping.wait},
-             "streams": {"cpu": cpu, "cuda": cuda}}
-    save_checkpoint(last, clone_state(mb.module), max(mb.epochs - 1, 0), mb.global_step, mb.optimizer,
-                    mb.schedulers, resume=state)
+    if checkpoint:
+        cpu, cuda = streams.states[mb.index]
+        state = {"epochs": mb.epochs, "global_step": mb.global_step, "running": mb.running, "rows": mb.rows,
+                 "best": {"value": mb.best.value, "tie": mb.best.tie, "epoch": mb.best.epoch,
+                          "global_step": mb.best.global_step, "state": mb.best.state},
+                 "stopping": {"best": mb.stopping.best, "wait": mb.stopping.wait},
+                 "streams": {"cpu": cpu, "cuda": cuda}}
+        save_checkpoint(last, clone_state(mb.module), max(mb.epochs - 1, 0), mb.global_step, mb.optimizer,
+                        mb.schedulers, resume=state)
     tmp = mark.with_suffix(".tmp")
     tmp.write_text(json.dumps({"next_epoch": next_epoch, "running": mb.running, "epochs": mb.epochs,
                                "best_epoch": mb.best.epoch, "best_value": _finite(mb.best.value)}))
     os.replace(tmp, mark)
 
 
-def saved_epoch(run_dir: Path) -> int | None:
-    """The loop epoch an interrupted batched member resumes at (None: no batched state there)."""
+def _mark(run_dir: Path) -> dict | None:
     last, mark = _paths(run_dir)
     if not (mark.is_file() and last.is_file()):
         return None
     try:
-        return int(json.loads(mark.read_text())["next_epoch"])
+        found = json.loads(mark.read_text())
+        return {"next_epoch": int(found["next_epoch"]), "epochs": int(found["epochs"])}
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def saved_epoch(run_dir: Path) -> int | None:
+    """The loop epoch an interrupted batched member resumes at (None: no batched state there)."""
+    found = _mark(run_dir)
+    return None if found is None else found["next_epoch"]
 
 
 def restore(mb: Member, streams: MemberStreams) -> int | None:
     """Load member `mb`'s saved state into it; the loop's next epoch, or None when the checkpoint is
     unreadable or not the one its mark names (killed while writing: the caller starts over)."""
     last, _ = _paths(mb.run_dir)
-    expected = saved_epoch(mb.run_dir)
+    mark = _mark(mb.run_dir)
     try:
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         state = ckpt["hightpr"]["resume"]
     except Exception:  # noqa: BLE001 - truncated, corrupt or not a batched state
         return None
-    if state.get("next_epoch") != expected:
+    if mark is None or state.get("epochs") != mark["epochs"]:
         return None
     device = next(mb.module.parameters()).device
     mb.module.load_state_dict(ckpt["state_dict"])
@@ -92,7 +99,7 @@ def restore(mb: Member, streams: MemberStreams) -> int | None:
     mb.epochs, mb.global_step, mb.running = state["epochs"], state["global_step"], state["running"]
     mb.rows = list(state["rows"])
     streams.states[mb.index] = (state["streams"]["cpu"], state["streams"]["cuda"])
-    return int(state["next_epoch"])
+    return mark["next_epoch"]
 
 
 def clear_state(run_dir: Path) -> None:

@@ -245,10 +245,9 @@ class _Saver:
     def __call__(self, next_epoch: int, final: bool) -> None:
         if final or time.perf_counter() - self.last < self.every_s:
             return
-        for mb in self.members:  # a member that stopped since its last write is written once more
-            if mb.saved != mb.epochs:
-                save_state(mb, next_epoch, self.streams)
-                mb.saved = mb.epochs
+        for mb in self.members:  # a member stopped before its last write: only its mark moves on
+            save_state(mb, next_epoch, self.streams, checkpoint=mb.saved != mb.epochs)
+            mb.saved = mb.epochs
         self.last = time.perf_counter()
 
 
@@ -256,7 +255,7 @@ def _fit(members: list[Member], data: MemberData, settings: Settings, forward: M
          save: _Saver | None = None) -> None:
     """Train until every member stopped (early stopping) or reached max_epochs (from epoch `start`)."""
     running = [mb for mb in members if mb.running]
-    if len(running) < len(members):  # resumed with members already stopped: they stay frozen
+    if running and len(running) < len(members):  # resumed with members already stopped: they stay frozen
         forward = forward.keep([i for i, mb in enumerate(members) if mb.running])
     clock = time.perf_counter()
     for epoch in range(start, settings.max_epochs if running else start):
