@@ -117,7 +117,17 @@ class StackedBatchNorm(StackedLeaf):
         return _own(self.bn)
 
 
-class StackedLinear(StackedLeaf):
+class _StackedHead(StackedLeaf):
+    """A head whose own tensors are stacked along a new leading member dim: member m's is `t[m]`."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return _own(self)
+
+    def split(self, t: torch.Tensor, m: int) -> torch.Tensor:
+        return t[m]
+
+
+class StackedLinear(_StackedHead):
     """Linear heads of N members, [B, N*in] -> [B, N*out], as one batched matrix product."""
 
     def __init__(self, linears: Sequence[nn.Linear]) -> None:
@@ -136,14 +146,8 @@ class StackedLinear(StackedLeaf):
             out = torch.baddbmm(self.bias[:, None, :], xs, self.weight.transpose(1, 2))
         return out.transpose(0, 1).reshape(b, -1)
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return _own(self)
 
-    def split(self, t: torch.Tensor, m: int) -> torch.Tensor:
-        return t[m]
-
-
-class StackedNormedLinear(StackedLeaf):
+class StackedNormedLinear(_StackedHead):
     """LDAM's cosine heads of N members: each member's features and weights normalised on their own."""
 
     def __init__(self, heads: Sequence[NormedLinear]) -> None:
@@ -156,12 +160,6 @@ class StackedNormedLinear(StackedLeaf):
         xs = F.normalize(x.reshape(b, self.n, -1), dim=2).transpose(0, 1)  # [N, B, in]
         out = torch.bmm(xs, F.normalize(self.weight, dim=1))
         return out.transpose(0, 1).reshape(b, -1)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return _own(self)
-
-    def split(self, t: torch.Tensor, m: int) -> torch.Tensor:
-        return t[m]
 
 
 class StackedPadShortcut(StackedLeaf):
