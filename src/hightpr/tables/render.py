@@ -22,7 +22,7 @@ from hightpr.ensemble import finished_members
 from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell, paper_cells, plan
 from hightpr.tables.paper import KEYS, as_float, decimals, load_paper
-from hightpr.tables.results import Outcome, deployed, outcome, paired, value
+from hightpr.tables.results import Outcome, deployed, deployed_target, outcome, paired, value
 from hightpr.tables.results import bootstrap as bootstrap_ci
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec
@@ -118,7 +118,7 @@ class TableView:
 
     def has_deployed(self, column: str) -> bool:
         """Whether a column gets a deployed column: an FPR@TPR metric of a binary table."""
-        return not self.hparam and column.startswith("fpr@") and column.endswith("tpr")
+        return not self.hparam and deployed_target(column) is not None
 
     def reference(self, cell: Cell) -> Cell:
         return Cell(cell.dataset, cell.classes, cell.ratio, cell.base_loss, self.spec.reference or "none",

@@ -133,12 +133,6 @@ class Outcome:
         return "auc" in self.metrics.get("test", {})
 
     @functools.cached_property
-    def val(self) -> dict[str, np.ndarray] | None:
-        """The ensemble's validation logits (None when its members had validation sets of their own)."""
-        path = self.path / "logits_val.npz"
-        return load_logits(path) if path.is_file() else None
-
-    @functools.cached_property
     def delta(self) -> float:
         """The allowed P(TPR < target) of the guaranteed threshold, as the run was configured."""
         for run_dir in finished_members(self.path).values():
@@ -152,16 +146,24 @@ class Outcome:
 DEFAULT_DELTA = 0.05
 
 
+def deployed_target(metric: str) -> float | None:
+    """The target TPR of an FPR@TPR metric (`fpr@95tpr` -> 0.95); None for any other metric."""
+    if metric.startswith("fpr@") and metric.endswith("tpr"):
+        return int(metric[4:-3]) / 100
+    return None
+
+
 def deployed(out: Outcome, metric: str) -> dict | None:
     """The deployed operating point of an FPR@TPR metric: the Neyman-Pearson threshold fixed on the
     ensemble's validation logits, its FPR and TPR on test (percent) and whether the TPR held.
 
     `{"note": ...}` when validation cannot guarantee the target; None for other metrics, multi-class
-    runs or ensembles without shared validation logits.
+    runs or ensembles whose members had validation sets of their own (no ensemble validation logits).
     """
-    if not (out.binary and metric.startswith("fpr@") and metric.endswith("tpr")) or out.val is None:
+    target = deployed_target(metric)
+    if target is None or not out.binary or not (out.path / "logits_val.npz").is_file():
         return None
-    return _deployed(out.path, out.key, int(metric[4:-3]) / 100, out.delta)
+    return _deployed(out.path, out.key, target, out.delta)
 
 
 @functools.cache
