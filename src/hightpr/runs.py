@@ -37,13 +37,18 @@ def load_logits(path: Path) -> dict[str, np.ndarray]:
         raise HightprError(f"{path}: missing or corrupt logits file ({err}); re-run that run") from err
 
 
-def save_metrics(run_dir: Path, metrics: Mapping) -> Path:
-    """`metrics.json`, written atomically: it is the mark of a finished run, never half there."""
-    path = Path(run_dir) / "metrics.json"
+def write_json(path: Path, content: Mapping) -> Path:
+    """A JSON file written to a temporary file and renamed into place: never half there."""
+    path = Path(path)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=float))
     os.replace(tmp, path)
     return path
+
+
+def save_metrics(run_dir: Path, metrics: Mapping) -> Path:
+    """`metrics.json`, written atomically: it is the mark of a finished run, never half there."""
+    return write_json(Path(run_dir) / "metrics.json", metrics)
 
 
 def flatten(prefix: str, cfg: Mapping, skip: tuple[str, ...] = ()) -> dict[str, object]:

@@ -11,14 +11,13 @@ every member together without loading weights. States are written at most every
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from hightpr.runs import write_json
 from hightpr.stacked.outputs import clone_state, save_checkpoint
 from hightpr.stacked.selection import BestEpoch, EarlyStopping
 
@@ -26,7 +25,6 @@ if TYPE_CHECKING:  # the trainer imports this module
     from hightpr.stacked.streams import MemberStreams
     from hightpr.stacked.trainer import Member
 
-log = logging.getLogger("hightpr")
 MARK = "batched.json"
 
 
@@ -52,10 +50,8 @@ def save_state(mb: Member, next_epoch: int, streams: MemberStreams, checkpoint: 
                  "streams": {"cpu": cpu, "cuda": cuda}}
         save_checkpoint(last, clone_state(mb.module), max(mb.epochs - 1, 0), mb.global_step, mb.optimizer,
                         mb.schedulers, resume=state)
-    tmp = mark.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"next_epoch": next_epoch, "running": mb.running, "epochs": mb.epochs,
-                               "best_epoch": mb.best.epoch, "best_value": _finite(mb.best.value)}))
-    os.replace(tmp, mark)
+    write_json(mark, {"next_epoch": next_epoch, "running": mb.running, "epochs": mb.epochs,
+                      "best_epoch": mb.best.epoch, "best_value": _finite(mb.best.value)})
 
 
 def _mark(run_dir: Path) -> dict | None:
