@@ -153,6 +153,8 @@ class Plan:
         params = {**self.fixed, **(values or {})}
         if on_base:
             params = {k: v for k, v in params.items() if k.startswith("loss.")}
+        stated = {o.split("=", 1)[0] for o in self.method}   # a row's own value beats the source's
+        params = {k: v for k, v in params.items() if on_base or k not in stated}
         hp = [f"{k}={fmt_value(v)}" for k, v in params.items()]
         return merge([*self.data, *(self.base if on_base else self.method), *hp,
                       *(self.base_budget if on_base else self.budget)])
