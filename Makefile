@@ -12,13 +12,19 @@ ROWS ?=
 DRY ?=
 LAUNCHER ?=
 OVERRIDES ?=
+# make device-check (DEVICE=cpu QUICK=1 on a machine without a GPU); RUN_PY=python3 where no .venv exists
+DEVICE ?= cuda
+QUICK ?=
+RUN_PY ?= $(BIN)/python
+SITE ?= site
 TABLES_CLI = $(BIN)/python -m hightpr.cli.tables
 COMMON_FLAGS = --results $(RESULTS) $(foreach o,$(OVERRIDES),--override '$(o)')
 TABLE_FLAGS = $(COMMON_FLAGS) --scale $(SCALE) $(if $(DRY),--dry) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
 	$(if $(ROWS),--rows '$(ROWS)')
 RENDER_FLAGS = $(COMMON_FLAGS) $(if $(filter command line environment,$(origin SCALE)),--scale $(SCALE))
 
-.PHONY: help setup test test-slow lint check-wheel data data-tiny data-mri train tables figures
+.PHONY: help setup test test-slow lint check-wheel data data-tiny data-mri train tables figures \
+	device-check study-thresholds site status
 
 help:  ## list the targets
 	@grep -E '^[a-z%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -73,3 +79,15 @@ tables:  ## re-render every table from saved runs, training nothing (SCALE=... f
 
 figures:  ## re-render both figures from saved runs, training nothing
 	$(TABLES_CLI) render --figures $(RENDER_FLAGS)
+
+device-check:  ## the prepared GPU check: speed, memory, correctness, one JSON line (DEVICE=cpu QUICK=1 on a CPU)
+	$(RUN_PY) scripts/device_check.py --device $(DEVICE) $(if $(QUICK),--quick) --results $(RESULTS)
+
+study-thresholds:  ## which validation threshold keeps its TPR promise (results/studies/; QUICK=1 for a short one)
+	$(BIN)/python scripts/study_thresholds.py $(if $(QUICK),--quick) --results $(RESULTS)
+
+site:  ## the results site from saved runs: $(SITE)/index.html (no server needed)
+	$(BIN)/python -m hightpr.cli.site $(SITE) --results $(RESULTS)
+
+status:  ## every planned run of every table at $(SCALE): finished / running / failed / missing
+	$(BIN)/python -m hightpr.cli.status --scale $(SCALE) --results $(RESULTS)
