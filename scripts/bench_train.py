@@ -158,7 +158,11 @@ def run_case(case: str, args, device: str, out: Path) -> tuple[int, float, str]:
         metrics = train(cfg)
         return images, time.perf_counter() - start, f"test AUC {metrics['test']['auc']:.3f}"
     batched = "true" if case == "d" else "false"
-    cfg = compose_config([*common, f"ensemble.members={args.members}", f"ensemble.batched={batched}"])
+    ensemble = [f"ensemble.members={args.members}", f"ensemble.batched={batched}"]
+    if case == "d":
+        ensemble += [f"ensemble.forward={args.forward or 'null'}",
+                     f"ensemble.compile={str(args.compile).lower()}"]
+    cfg = compose_config([*common, *ensemble])
     images = images_per_run(cfg) * args.members
     start = time.perf_counter()
     metrics = train(cfg)
@@ -167,10 +171,11 @@ def run_case(case: str, args, device: str, out: Path) -> tuple[int, float, str]:
     return images, time.perf_counter() - start, note
 
 
-def batched_forward(device: str) -> str:
+def batched_forward(forward: str | None, device: str) -> str:
+    """(d)'s forward: `--forward`, else the automatic one of `ensemble.forward=null` on `device`."""
     from hightpr.stacked.forward import forward_mode
 
-    return forward_mode(torch.device(device))
+    return forward_mode(forward, torch.device(device))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device")
-    if args.forward:
-        os.environ["HIGHTPR_BATCHED_FORWARD"] = args.forward
-    if args.compile:
-        os.environ["HIGHTPR_COMPILE"] = "1"
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
 
     rate = {c: r[0] / r[1] for c, r in results.items()}
-    forward = batched_forward(args.device)
+    forward = batched_forward(args.forward, args.device)
     print(f"\nResNet-10 (width {args.width}), binary CIFAR-10 1:{args.ratio}, {args.epochs} epoch(s)"
           f"{f', {args.limit_batches} batches each' if args.limit_batches else ''}, reg={args.reg}, "
           f"{args.members} members, {args.device} ({torch.get_num_threads()} threads), (d) {forward} forward")

@@ -45,10 +45,9 @@ def ensembles(tiny_data_dir, tmp_path_factory):
         key = (reg, batched, forward, extra)
         if key not in done:
             work = tmp_path_factory.mktemp(f"ens-{reg}-{batched}-{forward}")
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setenv("HIGHTPR_BATCHED_FORWARD", forward)
-                result = run_train(tiny_data_dir, work, *REGS[reg], f"ensemble.members={MEMBERS}",
-                                   f"ensemble.batched={str(batched).lower()}", *extra)
+            result = run_train(tiny_data_dir, work, *REGS[reg], f"ensemble.members={MEMBERS}",
+                               f"ensemble.batched={str(batched).lower()}", f"ensemble.forward={forward}",
+                               *extra)
             assert result.returncode == 0, result.stderr[-2000:]
             done[key] = result
         return done[key]
@@ -208,8 +207,8 @@ def test_batched_training_killed_mid_epoch_resumes_to_the_uninterrupted_scores(
             raise Killed
         return real_step(*args, **kwargs)
 
-    overrides = (*REGS[reg], f"ensemble.members={MEMBERS}", "ensemble.checkpoint_every_s=0")
-    monkeypatch.setenv("HIGHTPR_BATCHED_FORWARD", "members")
+    overrides = (*REGS[reg], f"ensemble.members={MEMBERS}", "ensemble.checkpoint_every_s=0",
+                 "ensemble.forward=members")
     monkeypatch.setattr(trainer, "_step", dying_step)
     with pytest.raises(Killed):
         run_train(tiny_data_dir, tmp_path, *overrides)
@@ -244,8 +243,8 @@ def test_killed_after_a_member_stopped_early_all_resume_together(ensembles, tiny
             raise Killed
         return real_step(*args, **kwargs)
 
-    overrides = (f"ensemble.members={MEMBERS}", "ensemble.checkpoint_every_s=0", *extra)
-    monkeypatch.setenv("HIGHTPR_BATCHED_FORWARD", "members")
+    overrides = (f"ensemble.members={MEMBERS}", "ensemble.checkpoint_every_s=0", "ensemble.forward=members",
+                 *extra)
     monkeypatch.setattr(trainer, "_step", dying_step)
     with pytest.raises(Killed):
         run_train(tiny_data_dir, tmp_path, *overrides)
@@ -278,6 +277,28 @@ def test_checkpoint_every_s_must_be_seconds(train):
     result = train("ensemble.members=2", "ensemble.checkpoint_every_s=-1")
     assert result.returncode == 2
     assert "error: ensemble.checkpoint_every_s must be a number of seconds >= 0" in result.stderr
+
+
+@pytest.mark.parametrize(("override", "said"), [
+    ("ensemble.forward=fast", "error: ensemble.forward must be one of stacked, members or null"),
+    ("ensemble.compile=maybe", "error: ensemble.compile must be true or false, got 'maybe'"),
+])
+def test_forward_and_compile_settings_are_refused_when_bad(train, override, said):
+    result = train("ensemble.members=2", override)
+    assert result.returncode == 2
+    assert said in result.stderr
+
+
+def test_forward_and_compile_change_no_run_or_ensemble_key(tiny_data_dir):
+    from hightpr.ensemble import ensemble_key, run_key
+    from hightpr.tables.specs import execution_only
+
+    base = [f"paths.data_dir={tiny_data_dir}", "dataset=tiny", "ensemble.members=3"]
+    plain = compose_config(base)
+    for extra in (["ensemble.forward=stacked", "ensemble.compile=true"], ["ensemble.forward=members"]):
+        cfg = compose_config([*base, *extra])
+        assert (run_key(cfg), ensemble_key(cfg)) == (run_key(plain), ensemble_key(plain))
+        assert all(execution_only(o) for o in extra)
 
 
 def test_ensemble_batched_must_be_a_boolean(train):

@@ -40,7 +40,8 @@ TOP_LEVEL = (*GROUPS, "seed", "name", "init_from", "resume", "paths", "evaluatio
 TRAINER_OWN = ("batch_size", "eval_batch_size", "patience", "num_threads")
 TRAINER_SET_BY_HIGHTPR = ("callbacks", "logger", "default_root_dir", "plugins")
 FIXED_KEYS = {
-    "ensemble": ("members", "member", "base_seed", "key", "batched", "checkpoint_every_s"),
+    "ensemble": ("members", "member", "base_seed", "key", "batched", "checkpoint_every_s", "forward",
+                 "compile"),
     "paths": ("data_dir", "output_root", "runs_csv"),
     "evaluation": ("operating_tprs", "delta"),
 }

@@ -1,16 +1,16 @@
 """How the running members' models are run: one stacked network, or each member's own model.
 
-`Stacked` (the default on a GPU) runs one `StackedModel` whose storage the members' tensors alias:
-one forward and one backward for all members. `Members` (the default on the CPU, where a stacked
-network is not faster than the members one by one) runs each member's own model on its batch;
-everything else of batched training (one process, data on the device, one pass per epoch over
-the members' batches) stays. Steps whose batches differ in size between members (RankReg's
-buffers filling up) run the members' own models in both.
+`Stacked` (`ensemble.forward=stacked`, the default on a GPU) runs one `StackedModel` whose storage
+the members' tensors alias: one forward and one backward for all members. `Members`
+(`ensemble.forward=members`, the default on the CPU, where a stacked network is not faster than
+the members one by one) runs each member's own model on its batch; everything else of batched
+training (one process, data on the device, one pass per epoch over the members' batches) stays.
+Steps whose batches differ in size between members (RankReg's buffers filling up) run the
+members' own models in both.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -22,12 +22,14 @@ from hightpr.stacked.model import StackedModel, check_stacked, detach_member
 MODES = ("stacked", "members")
 
 
-def forward_mode(device: torch.device) -> str:
-    """`HIGHTPR_BATCHED_FORWARD=stacked|members`, else stacked on a GPU and members on the CPU."""
-    mode = os.environ.get("HIGHTPR_BATCHED_FORWARD") or ("stacked" if device.type == "cuda" else "members")
-    if mode not in MODES:
-        raise HightprError(f"HIGHTPR_BATCHED_FORWARD={mode}: use one of {', '.join(MODES)}")
-    return mode
+def forward_mode(setting: str | None, device: torch.device) -> str:
+    """The forward of `ensemble.forward` (stacked | members); null: stacked on a GPU, members on the CPU."""
+    if setting is None:
+        return "stacked" if device.type == "cuda" else "members"
+    if setting not in MODES:
+        raise HightprError(f"ensemble.forward must be one of {', '.join(MODES)} or null (automatic: stacked "
+                           f"on a GPU, members on the CPU), got {setting!r}")
+    return setting
 
 
 class Members:

@@ -6,13 +6,13 @@ accumulation, ...) raises `NotStackable` with the reason, and the members train 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
+from hightpr.stacked.forward import forward_mode
 from hightpr.stacked.layers import NotStackable
 
 # trainer keys that change nothing batched training does (cosmetics, or ours handled elsewhere)
@@ -43,7 +43,8 @@ class Settings:
     clip_algorithm: str
     deterministic: bool | str
     csv_log: bool
-    compile: bool
+    forward: str  # `ensemble.forward` resolved for the device: stacked | members (hightpr.stacked.forward)
+    compile: bool  # `ensemble.compile`: torch.compile the stacked network
     checkpoint_every_s: float = 60.0  # resume states at most this often (hightpr.stacked.resume)
 
 
@@ -64,8 +65,15 @@ def _device(t: dict, gpu: int | None) -> torch.device:
     raise NotStackable(f"trainer.devices={devices} is not supported batched (one device)")
 
 
-def settings_of(cfg: DictConfig, gpu: int | None = None, compile: bool | None = None) -> Settings:
-    """The batched trainer's settings, or `NotStackable` naming what it does not reproduce."""
+def settings_of(cfg: DictConfig, gpu: int | None = None) -> Settings:
+    """The batched trainer's settings, or `NotStackable` naming what it does not reproduce.
+
+    The `ensemble` node's own settings are read (a bad value refused) before anything else, so a
+    typo is refused even where the members would train one after another."""
+    every_s = _seconds(cfg.ensemble.get("checkpoint_every_s", 60))
+    compile = _flag(cfg.ensemble.get("compile", False), "ensemble.compile")
+    forward = cfg.ensemble.get("forward")
+    forward_mode(forward, torch.device("cpu"))  # refuses a bad value
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key, value in t.items():
         if key in IGNORED or key in ("accelerator", "devices", "precision", "max_epochs", "patience",
@@ -83,19 +91,18 @@ def settings_of(cfg: DictConfig, gpu: int | None = None, compile: bool | None = 
     target = str(cfg.logger.get("_target_") or "") if cfg.get("logger") else ""
     if target not in LOGGERS:
         raise NotStackable(f"logger {target.rsplit('.', 1)[-1]} is not supported batched (csv or none)")
-    if compile is None:
-        compile = os.environ.get("HIGHTPR_COMPILE", "") not in ("", "0")
     max_epochs = t.get("max_epochs")
     max_epochs = 1000 if max_epochs is None else int(max_epochs)  # Lightning's default
     if max_epochs < 0:
         raise NotStackable(f"trainer.max_epochs={max_epochs} is not supported batched")
+    device = _device(t, gpu)
     return Settings(
-        device=_device(t, gpu), autocast=PRECISIONS[precision], max_epochs=max_epochs,
+        device=device, autocast=PRECISIONS[precision], max_epochs=max_epochs,
         patience=int(t["patience"]), eval_batch_size=int(t.get("eval_batch_size") or 1000),
         limit_train_batches=limit, clip_val=t.get("gradient_clip_val") or None,
         clip_algorithm=str(t.get("gradient_clip_algorithm") or "norm"),
-        deterministic=t.get("deterministic") or False, csv_log=bool(target), compile=bool(compile),
-        checkpoint_every_s=_seconds(cfg.ensemble.get("checkpoint_every_s", 60)))
+        deterministic=t.get("deterministic") or False, csv_log=bool(target),
+        forward=forward_mode(forward, device), compile=compile, checkpoint_every_s=every_s)
 
 
 def _seconds(value) -> float:
@@ -104,3 +111,12 @@ def _seconds(value) -> float:
         raise HightprError(f"ensemble.checkpoint_every_s must be a number of seconds >= 0 (0: every epoch), "
                            f"got {value!r}")
     return float(value)
+
+
+def _flag(value, key: str) -> bool:
+    """A boolean setting (null: false)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise HightprError(f"{key} must be true or false, got {value!r}")
+    return value

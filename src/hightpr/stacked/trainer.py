@@ -36,7 +36,7 @@ from hightpr.errors import HightprError
 from hightpr.module import HighTPRModule
 from hightpr.runs import RunLock, append_run, clear_outputs, flatten, runs_row, save_logits, save_metrics
 from hightpr.stacked.data import MemberData
-from hightpr.stacked.forward import Members, forward_mode, make_forward
+from hightpr.stacked.forward import Members, make_forward
 from hightpr.stacked.layers import NotStackable
 from hightpr.stacked.outputs import clone_state, log_row, save_checkpoint, write_csv_log
 from hightpr.stacked.resume import clear_state, restore, save_state, saved_epoch
@@ -108,10 +108,10 @@ def _optimizer(conf) -> tuple[torch.optim.Optimizer, list[dict]]:
 
 
 def _forward(members: Sequence[Member], settings: Settings, train: bool = True) -> Members:
-    """The members' models run together (`forward_mode`); checked against the members when stacked."""
+    """The members' models run together (`ensemble.forward`); checked against the members when stacked."""
     sample = _sample(members[0].datamodule).to(settings.device)
-    return make_forward(forward_mode(settings.device), [mb.module.model for mb in members], sample,
-                        settings.compile, alias=train)
+    return make_forward(settings.forward, [mb.module.model for mb in members], sample, settings.compile,
+                        alias=train)
 
 
 def _sample(datamodule) -> torch.Tensor:
@@ -365,7 +365,7 @@ def _backend(settings: Settings, threads: int | None) -> Iterator[None]:
 
 
 def train_batched(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path],
-                  choices: Mapping[str, str] | None = None, compile: bool | None = None) -> list[dict]:
+                  choices: Mapping[str, str] | None = None) -> list[dict]:
     """Train the members (configs of one ensemble, `member_config`) together; write each run dir.
 
     Raises `NotStackable` before any run dir is touched when the configuration is one batched
@@ -375,7 +375,7 @@ def train_batched(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path],
 
     choices = choices or {}
     threads, gpu = job_resources(cfgs[0])
-    settings = settings_of(cfgs[0], gpu, compile)
+    settings = settings_of(cfgs[0], gpu)
     with contextlib.ExitStack() as locks:
         for run_dir in run_dirs:
             locks.enter_context(RunLock(Path(run_dir)))
