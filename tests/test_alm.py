@@ -472,6 +472,14 @@ def test_training_run_logs_and_checkpoints_alm_state(train):
     rows = log.dropna(subset=["reg/mu"])
     assert len(rows) == 2 and (rows["reg/active"] == 1).all()
     assert (rows["reg/lambda_max"] > 0).all() and (rows["reg/violation_mean"] > 0).all()
+    # metrics.json records how active the term was: |term| / base per epoch, from the same log
+    train_rows = log.dropna(subset=["train/reg_term"])
+    ratios = (train_rows["train/reg_term"].abs() / train_rows["train/base_loss"]).tolist()
+    act = res.metrics["regularizer_activity"]
+    assert act["epochs"] == 2 and act["ratio_max"] == pytest.approx(max(ratios))
+    assert act["ratio_last"] == pytest.approx(ratios[-1])
+    assert act["mu_last"] == pytest.approx(rows["reg/mu"].iloc[-1])
+    assert act["active"] == (max(ratios) >= 0.01)
 
     ckpt = torch.load(res.metrics["best_checkpoint"], map_location="cpu", weights_only=False)
     state = {k.removeprefix("reg."): v for k, v in ckpt["state_dict"].items() if k.startswith("reg.")}

@@ -19,6 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
+from hightpr.regularizers.activity import activity
 
 
 def save_logits(run_dir: Path, stage: str, outputs: Mapping[str, np.ndarray]) -> Path:
@@ -47,7 +48,14 @@ def write_json(path: Path, content: Mapping) -> Path:
 
 
 def save_metrics(run_dir: Path, metrics: Mapping) -> Path:
-    """`metrics.json`, written atomically: it is the mark of a finished run, never half there."""
+    """`metrics.json`, written atomically: it is the mark of a finished run, never half there.
+
+    A run with a regulariser also records how active it was (`regularizer_activity`: its term
+    against the base loss, from the run's csv log; `hightpr.regularizers.activity`).
+    """
+    found = activity(Path(run_dir) / "csv" / "metrics.csv")
+    if found is not None and "regularizer_activity" not in metrics:
+        metrics = {**metrics, "regularizer_activity": found}
     return write_json(Path(run_dir) / "metrics.json", metrics)
 
 
