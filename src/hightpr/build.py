@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hightpr.callbacks import AtomicCheckpointIO, BestEpoch, LastCheckpoint, RNGState
 from hightpr.errors import HightprError
+from hightpr.metrics.thresholds import check_rule
 from hightpr.models import MODELS_BY_INPUT
 from hightpr.module import HighTPRModule
 from hightpr.task import Task
@@ -43,7 +44,7 @@ FIXED_KEYS = {
     "ensemble": ("members", "member", "base_seed", "key", "batched", "checkpoint_every_s", "forward",
                  "compile"),
     "paths": ("data_dir", "output_root", "runs_csv"),
-    "evaluation": ("operating_tprs", "delta"),
+    "evaluation": ("operating_tprs", "delta", "threshold_rule"),
 }
 HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 LOGGER_PACKAGES = {"WandbLogger": "wandb", "TensorBoardLogger": "tensorboard"}  # optional extras
@@ -147,6 +148,10 @@ def check_keys(cfg: DictConfig) -> None:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and group != "trainer":
             _check_target_node(group, node)
+    rule = (cfg.get("evaluation") or {}).get("threshold_rule")
+    if rule is not None:
+        with config_errors("evaluation"):
+            check_rule(rule)  # np | ltt | crc | quantile, refused before any data is read
 
 
 # -- the components ----------------------------------------------------------------------------

@@ -34,6 +34,9 @@ KEY_IGNORED = {
     "trainer": ("enable_progress_bar", "num_threads", "log_every_n_steps", "enable_model_summary",
                 "accelerator", "devices", "eval_batch_size", "deterministic"),
 }
+# keys added after runs were committed: left out of the digest while at their default, so the
+# folders of earlier runs keep their names; any other value separates the runs as usual
+KEY_DEFAULTS = {"evaluation": {"threshold_rule": "np"}}
 KEY_CHOICES = ("dataset", "loss", "reg")
 
 
@@ -67,7 +70,9 @@ def key_content(cfg: DictConfig) -> dict:
         node = cfg[key]
         value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(key, ())}
+            defaults = KEY_DEFAULTS.get(key, {})
+            value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(key, ())
+                     and not (k in defaults and v == defaults[k])}
         content[key] = value
     return content
 

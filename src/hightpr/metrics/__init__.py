@@ -16,10 +16,12 @@ from hightpr.metrics.roc import (
     roc_auc,
     roc_points,
 )
+from hightpr.metrics.thresholds import RULES, ThresholdRule, check_rule, rule_threshold
 
 __all__ = [
     "DeLongResult", "delong_covariance", "delong_test",
     "MulticlassEvaluator", "critical_threshold", "error_at_tpr", "multiclass_report",
     "np_min_positives", "np_threshold", "np_violation_probability",
+    "RULES", "ThresholdRule", "check_rule", "rule_threshold",
     "binary_report", "fpr_at_fn", "fpr_at_tpr", "partial_auc", "roc_auc", "roc_points",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 
 from hightpr.metrics.operating_point import OPERATING_TPRS, operating_points
 from hightpr.metrics.roc import binary_report
+from hightpr.metrics.thresholds import DEFAULT_RULE, check_rule
 from hightpr.task import Task
 
 EVAL_TPRS = (0.90, 0.92, 0.95, 0.96, 0.98, 0.99, 1.00)  # ALM Table 6 adds 96 and 99
@@ -35,10 +36,11 @@ class BinaryEvaluator:
 
     def __init__(self, tprs: tuple[float, ...] = EVAL_TPRS, fns: tuple[int, ...] = EVAL_FNS,
                  operating_tprs: tuple[float, ...] = OPERATING_TPRS, task: Task | None = None,
-                 delta: float = 0.05) -> None:
+                 delta: float = 0.05, threshold_rule: str = DEFAULT_RULE) -> None:
         self.tprs, self.fns, self.operating_tprs = tuple(tprs), tuple(fns), tuple(operating_tprs)
         self.task = task or Task()
-        self.delta = float(delta)  # P(TPR < target) allowed at the guaranteed (np_*) operating points
+        self.delta = float(delta)  # P(TPR < target) allowed at the guaranteed (np_*, ltt_*) operating points
+        self.threshold_rule = check_rule(threshold_rule).name  # the deployed rule (np, ltt, crc, quantile)
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
         """The task's one scoring rule (`Task.score`) on numpy logits."""
@@ -48,6 +50,6 @@ class BinaryEvaluator:
         return binary_report(self.scores(logits), labels, self.tprs, self.fns)
 
     def operating_points(self, val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
-        """Validation-quantile and guaranteed thresholds per target TPR, and the TPR/FPR they give on test."""
+        """Validation-quantile and the rule's thresholds per target TPR, and the TPR/FPR they give on test."""
         return operating_points(val["scores"], val["labels"], test["scores"], test["labels"],
-                                self.operating_tprs, self.delta)
+                                self.operating_tprs, self.delta, self.threshold_rule)
