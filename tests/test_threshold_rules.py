@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -237,3 +238,33 @@ def test_cli_bad_rule_and_help(tmp_path, capsys):
         threshold_main(["--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "(default: np)" in out and "(default: 0.95)" in out and "(default: 0.05)" in out
+
+
+# -- the study's vectorised re-splits --------------------------------------------------------------
+
+def study_module():
+    import importlib.util
+    path = ROOT / "scripts" / "study_thresholds.py"
+    spec = importlib.util.spec_from_file_location("study_thresholds", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclass looks its module up
+    spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules[spec.name]
+
+
+def test_study_violation_rates_match_the_exact_level():
+    """At n = 100, target 0.95: np (k = 2) misses with P(Bin(100, .05) <= 1) = 0.037, the plain
+    quantile (k = 6) with P(Bin(100, .05) <= 5) = 0.616; both on binormal and on a re-split pool."""
+    study = study_module()
+    rng = np.random.default_rng(5)
+    exact = {2: float(binom_cdf(1, 100, Fraction(1, 20))), 6: float(binom_cdf(5, 100, Fraction(1, 20)))}
+    pool_pos, pool_neg = rng.normal(2.0, 1.0, 3000), rng.normal(0.0, 1.0, 3000)
+    runs = (study.synthetic(2.0, 100, 3000, rng), study.real(pool_pos, pool_neg, 100, 1500, rng))
+    for ks, tallies, oracle in runs:
+        assert ks["np", 0.95, 0.05] == 2 and ks["quantile", 0.95, 0.05] == 6 and ks["crc", 0.95, 0.05] == 5
+        for k, p in exact.items():
+            t = tallies[k]
+            assert abs(t.violations[0.95] / t.draws - p) <= 4 * math.sqrt(p * (1 - p) / t.draws) + 0.01
+        assert 0.3 < oracle[0.95] < 0.4  # binormal mu = 2: 1 - Phi(2 - 1.645) = 0.361
+    low, high = study.wilson(5, 100)
+    assert low == pytest.approx(0.02154, abs=1e-4) and high == pytest.approx(0.11175, abs=1e-4)
