@@ -1,0 +1,50 @@
+"""`hightpr-site [OUT]` (`make site`): the results site, static HTML built from saved runs.
+
+    hightpr-site site --results results      # site/index.html, one page per table, status, figures
+
+Open `OUT/index.html` in a browser (file://) or serve the folder (`python -m http.server -d site`).
+docs/site.md describes the pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hightpr.errors import user_errors
+from hightpr.tables.specs import SCALES
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hightpr-site", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", nargs="?", type=Path, default=Path("site"),
+                   help="where the site goes (default ./site)")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="runs/, tables/ and paper/ (default ./results, the repository's)")
+    p.add_argument("--paper", type=Path, default=None,
+                   help="the papers' CSVs (default <results>/paper, else ./results/paper)")
+    p.add_argument("--scale", action="append", choices=SCALES, default=None,
+                   help="only these scales (repeat; default all three)")
+    p.add_argument("--table", action="append", default=None, metavar="NAME",
+                   help="only this table's page (repeat; the index and status still cover every table)")
+    p.add_argument("--render", action="store_true",
+                   help="render every table in memory from the saved runs instead of reading results/tables/")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    with user_errors():
+        from hightpr.site.build import build_site
+
+        report = build_site(args.out, args.results, args.paper, tuple(args.scale or SCALES), args.render,
+                            args.table)
+        print(report.line())
+        print(f"open {(args.out / 'index.html').resolve().as_uri()}")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
