@@ -63,7 +63,9 @@ def test_cells_follow_the_paper_rows_plus_extras_and_references():
     assert [c.row for c in t1[:3]] == ["bce", "bce+alm", "bce+rankreg"]
     assert len([c for c in t1 if not c.extra]) == 24
     assert {c.row for c in t1 if c.extra} == {"bce:sampler=dual", "bce+rankreg:sampler=dual",
-                                              "libauc_pauc_dro_hightpr", "bce:optimizer=sgd"}
+                                              "libauc_pauc_dro_hightpr", "bce:optimizer=sgd",
+                                              "bce:optimizer=sgd_official", "bce:batch_size=32",
+                                              "bce+alm:mu0=1e-3"}
     t12 = paper_cells(get_spec("alm-t12"), PAPER)      # ALM rows + hidden base rows for DeLong
     assert sum(c.hidden for c in t12) == 16 and all(c.reg == "none" for c in t12 if c.hidden)
 
@@ -94,17 +96,27 @@ def test_d1_reproduces_the_printed_avg_delta_of_rankreg_table_1():
 
 # -- DRY ----------------------------------------------------------------------------------------------
 def test_claim_verdicts_tell_a_tie_from_a_significant_reversal():
-    from hightpr.tables.claims import _reversed, _significant, _verdict
+    from hightpr.tables.claims import Family, Test, _verdict
 
-    lower_fpr = {"diff": -2.0, "lo": -3.0, "hi": -1.0}            # a - b in FPR: a significantly better
-    assert _significant(lower_fpr, "fpr@95tpr") and not _significant(_reversed(lower_fpr), "fpr@95tpr")
-    worse_auc = {"diff": -2.0, "lo": -3.0, "hi": -1.0, "p": 0.01}  # a - b in AUC: a significantly worse
-    assert not _significant(worse_auc, "auc") and _significant(_reversed(worse_auc), "auc")
-    assert _verdict(2, 3, 1) == "supported"
-    assert _verdict(2, 3, 0) == "same direction, not significant"
+    lower_fpr = Test({"diff": -2.0, "lo": -3.0, "hi": -1.0, "p": 0.01}, "fpr@95tpr", p_adj=0.01)
+    assert lower_fpr.favours() and not lower_fpr.favours(-1)       # a - b in FPR < 0: a better
+    worse_auc = Test({"diff": -2.0, "lo": -3.0, "hi": -1.0, "p": 0.01}, "auc", p_adj=0.01)
+    assert not worse_auc.favours() and worse_auc.favours(-1)
+    assert not Test({"diff": -2.0, "lo": -3.0, "hi": -1.0, "p": 0.01}, "auc", p_adj=0.06).favours(-1)
+    assert _verdict(2, 3, 2) == "supported"                          # most pairs significant
+    assert _verdict(2, 3, 1) == "same direction, not significant"    # one significant pair is not enough
     assert _verdict(0, 1, 0, 1) == "NOT supported (1 significantly the other way)"
     assert _verdict(0, 1, 0, 0) == "NOT supported (the other way or tied, not significant)"
     assert _verdict(0, 0, 0) == "not run"
+    assert _verdict(0, 0, 0, 0, uninformative=1) == "not informative (regulariser inactive)"
+    # one family per table, Holm-adjusted together: 0.01, 0.03, 0.04 -> 0.03, 0.06, 0.06
+    family = Family(view=None)
+    tests = [family.add({"diff": -1.0, "lo": -2.0, "hi": -0.5, "p": p}, "fpr@95tpr")
+             for p in (0.01, 0.03, 0.04)]
+    family.add(None, "auc")                                          # not comparable: outside the family
+    family.adjust()
+    assert [round(t.p_adj, 6) for t in tests] == [0.03, 0.06, 0.06]
+    assert [t.favours() for t in tests] == [True, False, False]
 
 
 def test_dry_composes_and_validates_every_run_and_trains_nothing(tmp_path, monkeypatch):
@@ -117,11 +129,11 @@ def test_dry_composes_and_validates_every_run_and_trains_nothing(tmp_path, monke
     ctx = context(tmp_path)
     spec = get_spec("rankreg-t1")
     listing = dry_run(spec, ctx, rows="bce*,libauc*")
-    assert len(checked) == len(listing) == 7                   # 6 BCE rows + the LibAUC peer
+    assert len(checked) == len(listing) == 10                  # 9 BCE rows + the LibAUC peer
     assert {x.status for x in listing} == {"missing"}
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
     text = format_listing(spec, ctx, listing)
-    assert text.startswith("rankreg-t1 [smoke]: 7 cells, 7 runs (0 exist, 7 to train)")
+    assert text.startswith("rankreg-t1 [smoke]: 10 cells, 10 runs (0 exist, 10 to train)")
     assert "[rankreg_gamma: reg.interpolation=2]" in text and "[libauc_lambda: loss.Lambda=0.1]" in text
 
 
@@ -155,15 +167,16 @@ def test_rows_select_blocks_and_patterns():
     spec = get_spec("rankreg-t1")
     cells = paper_cells(spec, PAPER)
     assert [c.row for c in select_rows(cells, spec, "acceptance")] == [
-        "bce", "bce+alm", "bce+rankreg", "bce:sampler=dual", "bce:optimizer=sgd"]
-    assert len(select_rows(cells, spec, "bce*")) == 6
+        "bce", "bce+alm", "bce+rankreg", "bce:sampler=dual", "bce:optimizer=sgd",
+        "bce:optimizer=sgd_official", "bce:batch_size=32", "bce+alm:mu0=1e-3"]
+    assert len(select_rows(cells, spec, "bce*")) == 9
     assert len(select_rows(cells, spec, "cifar10_binary.main@100/*+alm")) == 8
     with pytest.raises(HightprError, match="matches no row of rankreg-t1"):
         select_rows(cells, spec, "nonsense")
 
 
 # -- runner logic with a fake trainer (no Lightning) ----------------------------------------------
-def fake_train(val_auc_of=None, fail_on: str | None = None):
+def fake_train(val_auc_of=None, fail_on: str | None = None, reg_ratio: dict | None = None):
     """A train function that writes what a finished ensemble leaves: metrics.json, test logits, one
     member with its config. Validation AUC is `val_auc_of(overrides)`; the test set is made to
     disagree with validation, so a selection that peeked at test would pick another point."""
@@ -187,6 +200,11 @@ def fake_train(val_auc_of=None, fail_on: str | None = None):
         (member / "metrics.json").write_text(json.dumps({"test": test, "task": {}}))
         (member / "logits_test.npz").write_bytes((edir / "logits_test.npz").read_bytes())
         (member / "config_resolved.yaml").write_text("loss: {}\nreg: {}\n")
+        ratio = (reg_ratio or {}).get(plan.cell.reg)
+        if ratio is not None:                         # the member's log: base loss 1, the term = ratio
+            (member / "csv").mkdir(exist_ok=True)
+            (member / "csv" / "metrics.csv").write_text(
+                "epoch,step,train/base_loss,train/reg_term\n" + f"0,9,1.0,{ratio / 2}\n1,19,1.0,{ratio}\n")
 
     return train
 
@@ -208,10 +226,30 @@ def test_grid_steps_select_on_validation_never_on_test(tmp_path):
     md, csv = render_table(spec, ctx)
     row = csv[(csv.variant == "penalty=cubed") & (csv.dataset == "cifar10_binary") & (csv.metric == "auc")]
     assert row.selected.iloc[0] == "reg.interpolation=10" and row.members.iloc[0] == "10"
-    assert "- BCE + RankReg [penalty=cubed]: reg.interpolation=10" in md
+    assert "- BCE + RankReg [penalty=cubed]: γ (reg.interpolation) = 10" in md
     again = run_table(spec, ctx, rows="cifar10_binary.main@100/bce+rankreg:penalty=cubed",
                       train_fn=fake_train(lambda ov: 1 / 0), progress=False)
     assert (again.trained, again.reused) == (0, 3)                  # finished runs are never retrained
+
+
+def test_an_inactive_regulariser_is_marked_and_its_claims_get_no_verdict(tmp_path):
+    ctx = context(tmp_path)
+    spec = get_spec("rankreg-t1")
+    run_table(spec, ctx, rows="bce,bce+alm,bce+rankreg", progress=False,
+              train_fn=fake_train(reg_ratio={"alm": 0.009, "rankreg": 0.5}))
+    md, csv = render_table(spec, ctx)
+    assert "| BCE + ALM ◦ |" in md and "| BCE + RankReg |" in md
+    assert "BCE + ALM 0.9% ◦ inactive; BCE + RankReg 50%" in md
+    auc = csv[(csv.metric == "auc") & (csv.ours != "")]
+    assert auc.set_index("reg").reg_active.to_dict() == {"none": "", "alm": "false", "rankreg": "true"}
+    claims = md.split("## Claims")[1]
+    assert "Holm-corrected" in claims and "two-level bootstrap" in claims and "α = 0.05" in claims
+    alm_claim = claims.split("+ALM improves on the base loss alone")[1].split("- **")[0]
+    # (the fake runs report AUC only)
+    assert "AUC: paper 7/8; ours: not informative (regulariser inactive ◦)" in alm_claim
+    assert "supported" not in alm_claim
+    rankreg_claim = claims.split("+RankReg improves on the base loss alone")[1].split("- **")[0]
+    assert "Holm" in rankreg_claim and "not informative" not in rankreg_claim
 
 
 def test_a_failed_cell_names_its_run_dir_and_the_rest_finishes(tmp_path):

@@ -56,7 +56,8 @@ def _header(view: TableView) -> list[str]:
     spec, scale = view.spec, view.ctx.scale
     plans = list(view.plans.values())
     lines = [f"# {spec.title}", "",
-             f"**Scale: {scale.name}** ({scale.description}). Budget: {scale.budget}.", "",
+             f"**Scale: {scale.name}** ({scale.description}). Budget: "
+             f"{scale.budget_of(p.family for p in view.plans.values())}.", "",
              "The paper's figure is a plot (no printed numbers): ours only, in percent, 95% bootstrap "
              f"intervals over test samples ({view.n_boot} replicates).", "",
              f"Data: {'; '.join(dict.fromkeys(p.data_note for p in plans))}. Hyper-parameters: "
@@ -93,9 +94,7 @@ def render_figure(spec: TableSpec, ctx: Context, write: bool = True) -> tuple[st
                 + f", η = {_eta(cell.variant):g}"
         lines.append("| " + " | ".join([label, *vals, view.selected(cell)]) + " |")
     if spec.claims:
-        lines += ["", "## Claims", ""]
-        for claim in spec.claims:
-            lines += claims_mod.check(claim, view)
+        lines += ["", "## Claims", "", *claims_mod.block(view)]
     md = "\n".join(lines).rstrip() + "\n"
     if write:
         out = tables_dir(ctx)

@@ -14,48 +14,33 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
 from hightpr.ensemble import finished_members
+from hightpr.regularizers.activity import ACTIVE_RATIO
 from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell, paper_cells, plan
+from hightpr.tables.claims import compared_metric, d1
 from hightpr.tables.paper import KEYS, as_float, decimals, load_paper
-from hightpr.tables.results import Outcome, deployed, deployed_target, outcome, paired, value
+from hightpr.tables.results import Outcome, deployed, deployed_target, member_spread, outcome, paired, value
 from hightpr.tables.results import bootstrap as bootstrap_ci
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec
 
 CSV_COLUMNS = [*KEYS, "metric", "paper", "ours", "ours_ci_low", "ours_ci_high", "members", "scale",
-               "paper_note", "ours_only", "selected", "run", "ours_note"]
+               "paper_note", "ours_only", "selected", "run", "ours_note", "members_mean", "members_sd",
+               "reg_ratio_max", "reg_active"]
+# Names of hyper-parameters as the papers write them (config key in brackets where printed).
+PARAM_NAMES = {"reg.interpolation": "γ", "reg.mu0": "μ0", "reg.rho": "ρ", "reg.delta": "δ"}
 NOT_RANKED = ("auc_std", "delong_significant", "hparam")
+# Families whose paper numbers are means of single models (ALM §F: multi-class runs are averaged
+# over 10 seeds; only binary models are ensembled).
+SINGLE_MODEL_FAMILIES = ("long_tailed",)
 
 
 def tables_dir(ctx: Context) -> Path:
     return ctx.results_dir / "tables" / ctx.scale.name
-
-
-def d1(values: dict[tuple[str, str], float], metric: str) -> tuple[float, int] | None:
-    """Avg.Δ, definition D1 (results/paper/INDEX.md): per base loss, the better of {base, +ALM}
-    against +RankReg (positive = RankReg better); the mean over the losses that have all three.
-
-    `values[(base_loss, reg)]` in percent; `metric` is the compared metric (fpr@98tpr, auc).
-    """
-    up = claims_mod.higher_is_better(metric)
-    deltas = []
-    for loss in dict.fromkeys(k[0] for k in values):
-        trio = [values.get((loss, r)) for r in ("none", "alm", "rankreg")]
-        if any(v is None for v in trio):
-            continue
-        best = max(trio[:2]) if up else min(trio[:2])
-        deltas.append(trio[2] - best if up else best - trio[2])
-    return (float(np.mean(deltas)), len(deltas)) if deltas else None
-
-
-def compared_metric(avg_metric: str) -> str:
-    """avg_delta@98tpr -> fpr@98tpr, avg_delta_auc -> auc."""
-    return "auc" if avg_metric == "avg_delta_auc" else "fpr@" + avg_metric.removeprefix("avg_delta@")
 
 
 class TableView:
@@ -169,10 +154,10 @@ class TableView:
         return got[0] if got else None
 
     def best(self, cell: Cell, column: str) -> bool:
-        """Our best value of its block (`bold`: per base loss or per section), paper rows only."""
-        if not self.spec.bold or column in NOT_RANKED or self.hparam or cell.extra:
+        """Our best value of its block (`bold`: per base loss or per section), rows ours only included."""
+        if not self.spec.bold or column in NOT_RANKED or self.hparam:
             return False
-        block = [c for c in self.cells if c.section == cell.section
+        block = [c for c in self.visible if c.section == cell.section
                  and (self.spec.bold == "section" or c.base_loss == cell.base_loss)]
         vals = [v for c in block if (v := self.ours(c, column)) is not None]
         mine = self.ours(cell, column)
@@ -181,9 +166,28 @@ class TableView:
         return mine == (max(vals) if claims_mod.higher_is_better(column) else min(vals))
 
     def selected(self, cell: Cell) -> str:
+        """Every grid value the cell's run used, `key=value; ...` (the CSV's `selected`)."""
         out = self.outcomes.get(cell)
-        return "; ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in (out.chosen.items() if out else ()))
+        return "; ".join(f"{k}={_hp_value(v)}" for k, v in (out.chosen.items() if out else ()))
+
+    def grid_values(self, cell: Cell) -> tuple[list[str], list[str]]:
+        """The cell's grid values as printed: (chosen on validation among several, fixed by the
+        scale's one-point grid), each `γ (reg.interpolation) = 2`."""
+        out = self.outcomes.get(cell)
+        if out is None:
+            return [], []
+        sizes = {k: len(v) for s in self.plans[cell].stages
+                 for k, v in (self.ctx.scale.grids.get(s.preset) or s.params).items()}
+        limit = self.ctx.scale.grid_limit
+        chosen, fixed = [], []
+        for k, v in out.chosen.items():
+            name = f"{PARAM_NAMES[k]} ({k})" if k in PARAM_NAMES else k
+            n = min(sizes.get(k, 1), limit) if limit else sizes.get(k, 1)
+            (chosen if n > 1 else fixed).append(f"{name} = {_hp_value(v)}")
+        return chosen, fixed
+
+    def inactive(self, cell: Cell) -> bool:
+        return claims_mod.inactive(self, cell)
 
 
 # -- formatting ----------------------------------------------------------------------------------
@@ -205,6 +209,10 @@ def _hp(v: float | None) -> str:
     return "" if v is None else f"{v:g}"
 
 
+def _hp_value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def _marked(printed: str, note: str) -> str:
     if not printed:
         return note
@@ -216,7 +224,9 @@ DEPLOYED_LEGEND = (
     "*deployed* is ours at a threshold fixed beforehand on validation, the Neyman-Pearson one that "
     "guarantees P(TPR < target) <= δ: the FPR it gives on test, ✓ when test TPR held the target, "
     "✗ when it fell short; – when validation has too few positives for the guarantee (notes under "
-    "the section).")
+    "the section). The guarantee assumes validation samples the model never depended on; the same "
+    "validation set also chose each member's best epoch (and any grid value), so here it is "
+    "approximate.")
 
 
 def _deployed_text(got: dict | None, dp: int) -> str:
@@ -242,10 +252,13 @@ def _header(view: TableView) -> list[str]:
         ours = f"Ours: the values the runs used (their resolved configs; {runs})."
     else:
         bold = f" Bold ours: our best per {spec.bold.replace('_', ' ')} block." if spec.bold else ""
-        ours = (f"Ours: {runs}, in percent; Δ = ours − paper; 95% intervals (bootstrap over test "
-                f"samples, {view.n_boot} replicates) in the CSV.{bold} † rows are ours only.")
+        ours = (f"Ours: {runs}, in percent; Δ = ours − paper; 95% intervals of each number (bootstrap "
+                f"over test samples, {view.n_boot} replicates) and its members' mean ± sd (training "
+                f"seeds) in the CSV; the members under each section.{bold} † rows are ours only "
+                "(controls and peers); bold counts them.")
     lines = [f"# {spec.title}", "",
-             f"**Scale: {scale.name}** ({scale.description}). Budget: {scale.budget}.", "",
+             f"**Scale: {scale.name}** ({scale.description}). Budget: "
+             f"{scale.budget_of(p.family for p in view.plans.values())}.", "",
              f"Paper numbers: `results/paper/{spec.paper}.csv` (as printed). {ours}", ""]
     if any(view.has_deployed(c) for c in view.columns):
         lines += [DEPLOYED_LEGEND, ""]
@@ -254,8 +267,13 @@ def _header(view: TableView) -> list[str]:
         plans = [view.plans[c] for c in view.visible if c.section == section]
         reasons = not_run_reasons(view, plans)
         sources = ", ".join(dict.fromkeys(p.source for p in plans if p.source)) or "none published"
-        grids = ", ".join(dict.fromkeys(s.preset for p in plans for s in p.stages))
+        ran = [p for p in plans if view.outcomes.get(p.cell) is not None] or plans   # what ran, else the plan
+        grids = ", ".join(dict.fromkeys(s.preset for p in ran for s in p.stages
+                                        if len(s.candidates(scale.grid_limit)) > 1))
         sources += f"; grids selected on validation: {grids}" if grids else ""
+        if any(p.family in SINGLE_MODEL_FAMILIES for p in plans) and not view.hparam:
+            sources += (". The paper reports the mean of 10 single models here, not an ensemble: compare "
+                        "its numbers with our members' mean (under the section)")
         data = "; ".join(dict.fromkeys(p.data_note for p in plans))
         lines.append(f"- `{section}`: {data}. Hyper-parameters: {sources}."
                      + "".join(f" **Not run: {r}.**" for r in reasons))
@@ -280,7 +298,7 @@ def _section_table(view: TableView, section: str) -> list[str]:
     for cell in [c for c in rows if not c.extra] + extras:
         if cell.extra and cell is extras[0]:
             lines.append("| *ours only (not in the paper)* |" + " |" * (len(head) - 1))
-        cells = [cell.label]
+        cells = [cell.label + (f" {claims_mod.INACTIVE}" if view.inactive(cell) else "")]
         for col in cols:
             dp = _dp(view, cell, col)
             printed, note = view.printed.get((cell, col), ("", ""))
@@ -320,6 +338,39 @@ def _section_table(view: TableView, section: str) -> list[str]:
     return lines
 
 
+def _members_table(view: TableView, section: str) -> list[str]:
+    """Each ensemble's members, mean ± sd (n - 1): the training-seed noise behind its number."""
+    rows = [c for c in view.visible if c.section == section and view.outcome(c) is not None]
+    cols = [c for c in view.comparable if any(member_spread(view.outcome(r), c) for r in rows)]
+    if not rows or not cols:
+        return []
+    lines = ["Members of each ensemble, mean ± sd over its members (training seeds), in percent:", "",
+             "| row | members | " + " | ".join(claims_mod.metric_name(c) for c in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    for cell in rows:
+        out = view.outcome(cell)
+        vals = []
+        for col in cols:
+            got = member_spread(out, col)
+            vals.append("" if got is None else f"{got[0]:.1f} ± {got[1]:.1f}")
+        lines.append(f"| {cell.label} | {out.members} | " + " | ".join(vals) + " |")
+    return [*lines, ""]
+
+
+def _activity_lines(view: TableView, section: str) -> list[str]:
+    """How active each row's regulariser was: the largest |term| / base loss of any epoch and member."""
+    got = [(c, view.outcome(c).activity) for c in view.visible if c.section == section
+           and c.reg != "none" and view.outcome(c) is not None and view.outcome(c).activity]
+    if not got:
+        return []
+    parts = [f"{c.label} {a['ratio_max'] * 100:.3g}%"
+             + (f" {claims_mod.INACTIVE} inactive" if not a["active"] else "") for c, a in got]
+    mark = claims_mod.INACTIVE
+    return [f"Regulariser activity (largest |term| / base loss over epochs and members; {mark} inactive = "
+            f"below {ACTIVE_RATIO:.0%} in every epoch of every member, so the row measures the base loss, "
+            f"not the method): {'; '.join(parts)}.", ""]
+
+
 def _deployed_notes(view: TableView, section: str) -> str:
     """Why a section's deployed cells are empty, once per target (e.g. too few validation positives)."""
     notes: dict[str, str] = {}
@@ -338,10 +389,16 @@ def render_markdown(view: TableView) -> str:
         notes = _deployed_notes(view, section)
         if notes:
             lines += [f"Deployed (–): {notes}.", ""]
-        picked = [(c, s) for c in view.visible if c.section == section and (s := view.selected(c))]
-        if picked:
+        lines += _members_table(view, section)
+        lines += _activity_lines(view, section)
+        picked = [(c, *view.grid_values(c)) for c in view.visible if c.section == section]
+        if any(chosen for _, chosen, _ in picked):
             lines.append("Selected on validation (grid steps; the test set chooses nothing):")
-            lines += [f"- {c.label}: {s}" for c, s in picked]
+            lines += [f"- {c.label}: {'; '.join(chosen)}" for c, chosen, _ in picked if chosen]
+            lines.append("")
+        if any(fixed for _, _, fixed in picked):
+            lines.append(f"Fixed by the {view.ctx.scale.name} scale (a one-point grid, nothing selected):")
+            lines += [f"- {c.label}: {'; '.join(fixed)}" for c, _, fixed in picked if fixed]
             lines.append("")
         avg = view.avg_deltas.get(section)
         if avg:
@@ -349,11 +406,7 @@ def render_markdown(view: TableView) -> str:
                                    for k, v in avg.items() if view.paper_d1(section, k) is not None)
             lines += [f"D1 on the paper's own rows: {recomputed}.", ""]
     if view.spec.claims:
-        lines += ["## Claims", "", "What the paper concludes from this table, on our numbers "
-                  f"(significance at {claims_mod.ALPHA}):", ""]
-        for claim in view.spec.claims:
-            lines += claims_mod.check(claim, view)
-        lines.append("")
+        lines += ["## Claims", "", *claims_mod.block(view), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -365,6 +418,8 @@ def tidy(view: TableView) -> pd.DataFrame:
     def row(cell: Cell, metric: str, variant: str, printed: str, note: str, ours: float | None,
             ci: tuple | None, dp: int = 2, ours_note: str = "", ours_only: str = "") -> dict:
         out = view.outcomes.get(cell)
+        spread = member_spread(out, metric) if out is not None and not view.hparam else None
+        act = out.activity if out is not None and cell.reg != "none" else None
         return {"dataset": cell.dataset, "classes": cell.classes, "ratio": cell.ratio,
                 "base_loss": cell.base_loss, "reg": cell.reg, "variant": variant, "metric": metric,
                 "paper": printed,
@@ -372,7 +427,11 @@ def tidy(view: TableView) -> pd.DataFrame:
                 "ours_ci_low": _num(ci[0], dp) if ci else "", "ours_ci_high": _num(ci[1], dp) if ci else "",
                 "members": str(out.members) if out else "", "scale": scale, "paper_note": note,
                 "ours_only": ours_only or cell.extra, "selected": view.selected(cell),
-                "run": out.key if out else "", "ours_note": ours_note}
+                "run": out.key if out else "", "ours_note": ours_note,
+                "members_mean": _num(spread[0], dp) if spread else "",
+                "members_sd": _num(spread[1], dp) if spread else "",
+                "reg_ratio_max": f"{act['ratio_max']:.4g}" if act else "",
+                "reg_active": str(act["active"]).lower() if act else ""}
 
     for _, r in (view.paper_rows.iterrows() if view.paper_rows is not None else ()):
         if r.base_loss == "":

@@ -16,9 +16,10 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from hightpr.ensemble import finished_members
-from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, roc_auc
+from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, hierarchical, roc_auc
 from hightpr.metrics.multiclass import accuracy, class_accuracy, error_at_tpr
 from hightpr.metrics.operating_point import np_operating_point
+from hightpr.regularizers.activity import activity, summarise
 from hightpr.runs import load_logits
 from hightpr.tables.cells import Plan
 
@@ -133,6 +134,17 @@ class Outcome:
         return "auc" in self.metrics.get("test", {})
 
     @functools.cached_property
+    def member_test(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, labels, per-member test outputs [M, N] scores, or [M, N, K] logits if multi-class),
+        sorted by sample id: what the two-level bootstrap resamples."""
+        return _member_test(self.path, self.binary)
+
+    @functools.cached_property
+    def activity(self) -> dict | None:
+        """The regulariser's activity over the members (`regularizers.activity.summarise`)."""
+        return summarise([activity(d / "csv" / "metrics.csv") for d in finished_members(self.path).values()])
+
+    @functools.cached_property
     def delta(self) -> float:
         """The allowed P(TPR < target) of the guaranteed threshold, as the run was configured."""
         for run_dir in finished_members(self.path).values():
@@ -144,6 +156,18 @@ class Outcome:
 
 
 DEFAULT_DELTA = 0.05
+
+
+@functools.cache
+def _member_test(path: Path, binary: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    parts = []
+    for run_dir in finished_members(path).values():
+        t = load_logits(run_dir / "logits_test.npz")
+        order = np.argsort(t["ids"], kind="stable")
+        parts.append((t["ids"][order], t["labels"][order],
+                      t["scores"][order] if binary else t["logits"][order]))
+    ids, labels = parts[0][0], parts[0][1]
+    return ids, labels, np.stack([p[2] for p in parts]).astype(np.float64)
 
 
 def deployed_target(metric: str) -> float | None:
@@ -211,6 +235,17 @@ def value(out: Outcome, metric: str) -> float | None:
         key = report_key(metric, out.critical)
         v = out.metrics.get("test", {}).get(key) if key else None
     return None if v is None else float(v) * PERCENT
+
+
+def member_spread(out: Outcome, metric: str) -> tuple[float, float] | None:
+    """The members' mean and sample std (n - 1) of a paper metric, in percent (ensembles of >= 2).
+    metrics.json keeps the population std; it is rescaled by sqrt(M / (M - 1))."""
+    key = report_key(metric, out.critical)
+    mean, std = out.metrics.get("member_mean") or {}, out.metrics.get("member_std") or {}
+    if key is None or out.members < 2 or f"test_{key}" not in mean:
+        return None
+    scale = (out.members / (out.members - 1)) ** 0.5
+    return float(mean[f"test_{key}"]) * PERCENT, float(std[f"test_{key}"]) * scale * PERCENT
 
 
 def _report_fn(keys: list[str], critical: list[int], binary: bool):
@@ -319,3 +354,74 @@ def paired(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0) -> dict |
     if a.binary and key == "auc":
         out["p"] = delong_test(xa, xb, y).p
     return out
+
+
+# -- claims' evidence: the two-level bootstrap (members x test samples) --------------------------------
+def noise_covered(outcomes: list[Outcome]) -> str:
+    """Which noise a test over these ensembles covers: members (training seeds) only where every
+    arm has at least two members."""
+    if all(o.members >= 2 for o in outcomes):
+        return "members x test samples"
+    return "test samples only (single models)"
+
+
+def shared_test(outcomes: list[Outcome]) -> bool:
+    """Whether the arms were tested on the same samples (ids) with the same kind of output."""
+    first = outcomes[0]
+    return all(o.binary == first.binary and np.array_equal(o.member_test[0], first.member_test[0])
+               for o in outcomes[1:])
+
+
+def replicate_values(outcomes: list[Outcome], metric: str, n: int, seed: int = 0
+                     ) -> tuple[list[float], np.ndarray] | None:
+    """Each arm's ensemble value of `metric` (percent) and its two-level bootstrap replicates
+    [arms, n], arms paired on the same test-sample draws. None if the arms do not share a test set."""
+    if not outcomes or not shared_test(outcomes):
+        return None
+    first = outcomes[0]
+    key = report_key(metric, first.critical)
+    if key is None:
+        return None
+    _, y, _ = first.member_test
+    if first.binary:
+        fn = hierarchical.batch_metric(key)
+        arms = [o.member_test[2] for o in outcomes]
+        reps = hierarchical.two_level_replicates(arms, y, n, seed)
+        values = [fn(a.mean(0)[y.astype(bool)][None], a.mean(0)[~y.astype(bool)][None])[0] for a in arms]
+        return [v * PERCENT for v in values], np.stack([fn(p, q) for p, q in reps]) * PERCENT
+    return _multiclass_replicates(outcomes, key, n, seed)
+
+
+def _multiclass_replicates(outcomes: list[Outcome], key: str, n: int, seed: int):
+    """The same for multi-class ensembles: members' mean logits, test samples drawn unstratified."""
+    first = outcomes[0]
+    _, y, _ = first.member_test
+    fn = _report_fn([key], first.critical, False)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for o in outcomes:
+        logits = o.member_test[2]
+        m, shape = logits.shape[0], logits.shape[1:]
+        weights = (np.stack([(rng.integers(0, m, size=(n, m)) == j).sum(1) for j in range(m)], 1) / m)
+        draws.append(hierarchical.ensemble_replicates(logits.reshape(m, -1), weights).reshape(n, *shape))
+    idx = rng.integers(0, y.size, size=(n, y.size))
+    values = [_safe(lambda z, t: fn(z, t)[key], o.member_test[2].mean(0), y) * PERCENT for o in outcomes]
+    reps = np.array([[_safe(lambda z, t: fn(z, t)[key], d[r][idx[r]], y[idx[r]]) for r in range(n)]
+                     for d in draws]) * PERCENT
+    return values, reps
+
+
+def two_level(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0, level: float = 0.95
+              ) -> dict | None:
+    """a - b on one metric (percent): the difference of the two ensembles, its percentile interval
+    and two-sided p over the two-level bootstrap, and which noise that covers. None if the two
+    were not tested on the same samples."""
+    got = replicate_values([a, b], metric, n, seed)
+    if got is None:
+        return None
+    (va, vb), reps = got
+    diff = reps[0] - reps[1]
+    ok = diff[np.isfinite(diff)]
+    lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2]) if ok.size else (np.nan, np.nan)
+    return {"diff": va - vb, "lo": float(lo), "hi": float(hi), "p": hierarchical.p_two_sided(diff),
+            "noise": noise_covered([a, b])}

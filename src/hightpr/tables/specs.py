@@ -148,6 +148,13 @@ class Scale:
     def family(self, family: str) -> dict:
         return self.families.get(family) or {}
 
+    def budget_of(self, families) -> str:
+        """The budget as a table holding these dataset families prints it: what every family
+        shares, then each family's own (in the order given)."""
+        own = [" ".join(str(self.family(f)["budget"]).split()) for f in dict.fromkeys(families)
+               if self.family(f).get("budget")]
+        return "; ".join([*own, self.budget]) if own else self.budget
+
     def members_for(self, family: str) -> int:
         return int(self.family(family).get("members", self.members))
 
