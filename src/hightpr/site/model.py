@@ -334,7 +334,8 @@ def split_markdown(md: str) -> tuple[str, dict[str, str], str]:
             continue
         (chunks[current] if current is not None else header).append(line)
     claims = "\n".join(chunks.pop("Claims", []))
-    body = [ln for ln in header if not ln.startswith("# ")]
+    # a figure's markdown holds its table in the header: the page draws it from the CSV
+    body = [ln for ln in header if not ln.startswith("# ") and not ln.lstrip().startswith("|")]
     return "\n".join(body).strip(), {k: "\n".join(v).strip() for k, v in chunks.items()}, claims.strip()
 
 
