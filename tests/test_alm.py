@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -475,6 +476,7 @@ def test_training_run_logs_and_checkpoints_alm_state(train):
     # metrics.json records how active the term was: |term| / base per epoch, from the same log
     train_rows = log.dropna(subset=["train/reg_term"])
     ratios = (train_rows["train/reg_term"].abs() / train_rows["train/base_loss"]).tolist()
+    np.testing.assert_allclose(train_rows["train/reg_ratio"], ratios, rtol=1e-5)   # logged per epoch too
     act = res.metrics["regularizer_activity"]
     assert act["epochs"] == 2 and act["ratio_max"] == pytest.approx(max(ratios))
     assert act["ratio_last"] == pytest.approx(ratios[-1])

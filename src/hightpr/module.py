@@ -17,6 +17,7 @@ from torch import nn
 from hightpr.metrics.evaluators import BinaryEvaluator, Evaluator
 from hightpr.models import binary_score
 from hightpr.regularizers import NoRegularizer, Regularizer
+from hightpr.regularizers.activity import reg_ratio
 
 
 class HighTPRModule(pl.LightningModule):
@@ -47,6 +48,7 @@ class HighTPRModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.reg.on_train_epoch_start(self.current_epoch)
         self.loss.on_train_epoch_start(self.current_epoch)
+        self._epoch_sums = torch.zeros(2, device=self.device)   # base loss, term (x batch size)
 
     def objective(self, batch: dict[str, torch.Tensor], n_base: int, logits: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,11 +70,14 @@ class HighTPRModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/base_loss", base, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/reg_term", term, on_step=False, on_epoch=True, batch_size=n)
+        self._epoch_sums += torch.stack([base.detach(), term.detach()]).to(self._epoch_sums.dtype) * n
         return loss
 
     def on_train_epoch_end(self) -> None:
         for key, value in self.reg.epoch_log().items():
             self.log(f"reg/{key}", value)
+        base, term = self._epoch_sums.unbind()
+        self.log("train/reg_ratio", reg_ratio(term, base))   # how much the regulariser weighs
 
     # -- evaluation ------------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:

@@ -21,6 +21,14 @@ ACTIVE_RATIO = 0.01
 STATE_KEYS = ("mu", "lambda_mean", "lambda_max", "loss", "buffer_fill")   # reg/* kept in the summary
 
 
+def reg_ratio(term, base):
+    """|term| / |base| of one epoch's means (floats or tensors): the one definition of the ratio
+    both training paths log as `train/reg_ratio` and `activity` reads back."""
+    if not isinstance(base, float | int):
+        return abs(term) / abs(base)
+    return abs(term) / abs(base) if base else (0.0 if term == 0 else math.inf)
+
+
 def epoch_table(csv_log: Path) -> pd.DataFrame | None:
     """Per training epoch: base, term, ratio = |term| / base and the logged `reg/*` state.
 
@@ -37,7 +45,7 @@ def epoch_table(csv_log: Path) -> pd.DataFrame | None:
         return None
     out = pd.DataFrame({"epoch": train["epoch"].astype(int), "base": train["train/base_loss"],
                         "term": train["train/reg_term"]})
-    out["ratio"] = out["term"].abs() / out["base"].abs()
+    out["ratio"] = reg_ratio(out["term"], out["base"])
     for key in STATE_KEYS:
         if f"reg/{key}" in log:
             state = log.dropna(subset=[f"reg/{key}"]).groupby("epoch")[f"reg/{key}"].last()

@@ -34,6 +34,7 @@ from hightpr.build import DataFacts, build_datamodule, build_module, check_keys
 from hightpr.ensemble import is_finished
 from hightpr.errors import HightprError
 from hightpr.module import HighTPRModule
+from hightpr.regularizers.activity import reg_ratio
 from hightpr.runs import RunLock, append_run, clear_outputs, flatten, runs_row, save_logits, save_metrics
 from hightpr.stacked.data import MemberData
 from hightpr.stacked.forward import Members, make_forward
@@ -228,6 +229,7 @@ def _epoch_end(running: list[Member], results: list[tuple[dict, dict]], epoch: i
             mb.best.keep(monitor, report.get("loss"), epoch, mb.global_step, clone_state(module))
         sums = (mb.sums / max(mb.count, 1)).tolist()
         train = {"train/loss": sums[0], "train/base_loss": sums[1], "train/reg_term": sums[2],
+                 "train/reg_ratio": reg_ratio(sums[2], sums[1]),
                  **{f"reg/{k}": float(v) for k, v in module.reg.epoch_log().items()}}
         mb.rows += [log_row(epoch, step, val), log_row(epoch, step, train)]
         _scheduler_step(mb, {**val, **train})
