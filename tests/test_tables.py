@@ -400,7 +400,19 @@ def test_deployed_is_the_guaranteed_threshold_on_validation_judged_on_test(tmp_p
     assert got["fpr"] == pytest.approx(60.0) and got["tpr"] == pytest.approx(75.0) and got["held"] is False
     assert deployed(out, "auc") is None
     # 98% needs 149 positives; 59 is refused with the reason, not a number
-    assert deployed(out, "fpr@98tpr") == {"note": "needs >= 149 validation positives, has 59", "delta": 0.05}
+    assert deployed(out, "fpr@98tpr") == {"note": "needs >= 149 validation positives, has 59", "delta": 0.05,
+                                          "rule": "np"}
+    # a run configured with another rule is deployed with it: conformal risk control, n = 59, target
+    # 0.95: (misses + 1) / (n + 1) <= 0.05 allows 2 misses, so the threshold is the 3rd lowest
+    # positive, 0.03: test TPR 2/4 (0.5, 0.9), FPR 2/5 (0.3, 0.2)
+    member = tmp_path / "member_01"
+    member.mkdir()
+    (member / "metrics.json").write_text("{}")
+    (member / "logits_test.npz").write_bytes((tmp_path / "logits_test.npz").read_bytes())
+    (member / "config_resolved.yaml").write_text("evaluation: {threshold_rule: crc, delta: 0.1}\n")
+    crc = deployed(Outcome("k-crc", {"test": {"auc": 0.5}}, {}, 1, tmp_path), "fpr@95tpr")
+    assert crc["rule"] == "crc" and crc["delta"] == 0.1
+    assert crc["fpr"] == pytest.approx(40.0) and crc["tpr"] == pytest.approx(50.0) and crc["held"] is False
     (tmp_path / "logits_val.npz").unlink()          # members with validation sets of their own
     assert deployed(Outcome("k2", {"test": {"auc": 0.5}}, {}, 1, tmp_path), "fpr@95tpr") is None
 

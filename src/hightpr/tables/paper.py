@@ -56,6 +56,14 @@ def _official(paper_dir: Path) -> pd.DataFrame:
 
 
 def official_hparams(paper_dir: Path, dataset: str, ratio: str, base_loss: str, reg: str) -> dict | None:
+    """The official ALM selection of a binary CIFAR cell (see `_official_hparams`), a fresh dict."""
+    found = _official_hparams(Path(paper_dir), dataset, ratio, base_loss, reg)
+    return None if found is None else dict(found)
+
+
+@functools.cache  # every table's plans ask for it per cell: filter the CSV once per cell
+def _official_hparams(paper_dir: Path, dataset: str, ratio: str, base_loss: str, reg: str
+                      ) -> tuple | None:
     """The official ALM selection of a binary CIFAR cell ({'m': 0.5, 'mu0': 1e-7, ...}), or None.
 
     RankReg rows take their base loss's row (RankReg §4.3 reuses the base-loss settings); ALM
@@ -68,10 +76,17 @@ def official_hparams(paper_dir: Path, dataset: str, ratio: str, base_loss: str, 
     if hit.empty:
         return None
     row = hit.iloc[0]
-    return {k: float(row[k]) for k in OFFICIAL_PARAMS if k in row and row[k] != ""}
+    return tuple((k, float(row[k])) for k in OFFICIAL_PARAMS if k in row and row[k] != "")
 
 
 def almv1_hparams(paper_dir: Path, dataset: str, ratio: str, base_loss: str, reg: str) -> dict | None:
+    """ALM-v1 appendix E for a cell (see `_almv1_hparams`), a fresh dict."""
+    found = _almv1_hparams(Path(paper_dir), dataset, ratio, base_loss, reg)
+    return None if found is None else dict(found)
+
+
+@functools.cache
+def _almv1_hparams(paper_dir: Path, dataset: str, ratio: str, base_loss: str, reg: str) -> tuple | None:
     """ALM-v1 appendix E (its Tables 7 and 8) for a cell: base loss values from the baseline row,
     mu0 / rho / delta from the 'ALM with' row. W-BCE's printed c = N/3, 2N/3, N is c in units of
     the class ratio N, the unit of `loss.c`. None when the appendix has no such row."""
@@ -91,7 +106,7 @@ def almv1_hparams(paper_dir: Path, dataset: str, ratio: str, base_loss: str, reg
             value = as_float(r.value) if r.value != "" else _in_units_of_n(r.note)
             if value is not None:
                 out[name] = value
-    return out
+    return tuple(out.items())
 
 
 def _in_units_of_n(note: str) -> float | None:

@@ -18,6 +18,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from hightpr.ensemble import finished_members
+from hightpr.metrics.thresholds import DEFAULT_RULE, RULES
 from hightpr.regularizers.activity import ACTIVE_RATIO
 from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell, paper_cells, plan
@@ -219,14 +220,18 @@ def _marked(printed: str, note: str) -> str:
     return {"bold": f"**{printed}**", "underline": f"<u>{printed}</u>"}.get(note, printed)
 
 
-DEPLOYED_LEGEND = (
-    "FPR@TPR (ours, paper) is the oracle number: its threshold is picked on the test set itself. "
-    "*deployed* is ours at a threshold fixed beforehand on validation, the Neyman-Pearson one that "
-    "guarantees P(TPR < target) <= δ: the FPR it gives on test, ✓ when test TPR held the target, "
-    "✗ when it fell short; – when validation has too few positives for the guarantee (notes under "
-    "the section). The guarantee assumes validation samples the model never depended on; the same "
-    "validation set also chose each member's best epoch (and any grid value), so here it is "
-    "approximate.")
+def deployed_legend(rules) -> str:
+    """What the deployed column shows, naming the threshold rule(s) the runs were configured with."""
+    named = "; ".join(f"{RULES[r].title} (`evaluation.threshold_rule={r}`), which promises "
+                      f"{RULES[r].promise.replace('<=', '≤').replace('delta', 'δ')}"
+                      for r in sorted(set(rules) or {DEFAULT_RULE}))
+    return (
+        "FPR@TPR (ours, paper) is the oracle number: its threshold is picked on the test set itself. "
+        f"*deployed* is ours at a threshold fixed beforehand on validation by the rule {named}: the "
+        "FPR it gives on test, ✓ when test TPR held the target, ✗ when it fell short; – when "
+        "validation has too few positives for the rule (notes under the section). The guarantee "
+        "assumes validation samples the model never depended on; the same validation set also chose "
+        "each member's best epoch (and any grid value), so here it is approximate.")
 
 
 def _deployed_text(got: dict | None, dp: int) -> str:
@@ -261,7 +266,8 @@ def _header(view: TableView) -> list[str]:
              f"{scale.budget_of(p.family for p in view.plans.values())}.", "",
              f"Paper numbers: `results/paper/{spec.paper}.csv` (as printed). {ours}", ""]
     if any(view.has_deployed(c) for c in view.columns):
-        lines += [DEPLOYED_LEGEND, ""]
+        rules = [o.threshold_rule for o in view.outcomes.values() if o is not None]
+        lines += [deployed_legend(rules), ""]
     lines += ["Data and hyper-parameters per section:"]
     for section in view.sections:
         plans = [view.plans[c] for c in view.visible if c.section == section]

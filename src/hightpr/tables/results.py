@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from hightpr.ensemble import finished_members
 from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, hierarchical, roc_auc
 from hightpr.metrics.multiclass import accuracy, class_accuracy, error_at_tpr
-from hightpr.metrics.operating_point import np_operating_point
+from hightpr.metrics.operating_point import rule_operating_point
+from hightpr.metrics.thresholds import DEFAULT_RULE
 from hightpr.regularizers.activity import activity, summarise
 from hightpr.runs import load_logits
 from hightpr.tables.cells import Plan
@@ -147,12 +148,22 @@ class Outcome:
     @functools.cached_property
     def delta(self) -> float:
         """The allowed P(TPR < target) of the guaranteed threshold, as the run was configured."""
+        found = self._configured("evaluation.delta")
+        return DEFAULT_DELTA if found is None else float(found)
+
+    @functools.cached_property
+    def threshold_rule(self) -> str:
+        """The rule of the deployed threshold, as the run was configured (`evaluation.threshold_rule`)."""
+        found = self._configured("evaluation.threshold_rule")
+        return DEFAULT_RULE if found is None else str(found)
+
+    def _configured(self, key: str):
         for run_dir in finished_members(self.path).values():
             cfg = run_dir / "config_resolved.yaml"
-            found = OmegaConf.select(OmegaConf.load(cfg), "evaluation.delta") if cfg.is_file() else None
+            found = OmegaConf.select(OmegaConf.load(cfg), key) if cfg.is_file() else None
             if found is not None:
-                return float(found)
-        return DEFAULT_DELTA
+                return found
+        return None
 
 
 DEFAULT_DELTA = 0.05
@@ -178,8 +189,9 @@ def deployed_target(metric: str) -> float | None:
 
 
 def deployed(out: Outcome, metric: str) -> dict | None:
-    """The deployed operating point of an FPR@TPR metric: the Neyman-Pearson threshold fixed on the
-    ensemble's validation logits, its FPR and TPR on test (percent) and whether the TPR held.
+    """The deployed operating point of an FPR@TPR metric: the threshold of the run's rule (the
+    Neyman-Pearson one by default) fixed on the ensemble's validation logits, its FPR and TPR on
+    test (percent) and whether the TPR held.
 
     `{"note": ...}` when validation cannot guarantee the target; None for other metrics, multi-class
     runs or ensembles whose members had validation sets of their own (no ensemble validation logits).
@@ -187,18 +199,18 @@ def deployed(out: Outcome, metric: str) -> dict | None:
     target = deployed_target(metric)
     if target is None or not out.binary or not (out.path / "logits_val.npz").is_file():
         return None
-    return _deployed(out.path, out.key, target, out.delta)
+    return _deployed(out.path, out.key, target, out.delta, out.threshold_rule)
 
 
 @functools.cache
-def _deployed(path: Path, key: str, tpr: float, delta: float) -> dict:
+def _deployed(path: Path, key: str, tpr: float, delta: float, rule: str) -> dict:
     val, test = load_logits(path / "logits_val.npz"), load_logits(path / "logits_test.npz")
-    op = np_operating_point(val["scores"], val["labels"].astype(bool), test["scores"],
-                            test["labels"].astype(bool), tpr, delta)
-    if op["np_threshold"] is None:
-        return {"note": op["np_note"], "delta": delta}
-    return {"fpr": op["np_test_fpr"] * PERCENT, "tpr": op["np_test_tpr"] * PERCENT,
-            "held": op["np_held"], "delta": delta}
+    op = rule_operating_point(val["scores"], val["labels"].astype(bool), test["scores"],
+                              test["labels"].astype(bool), tpr, delta, rule)
+    if op[f"{rule}_threshold"] is None:
+        return {"note": op[f"{rule}_note"], "delta": delta, "rule": rule}
+    return {"fpr": op[f"{rule}_test_fpr"] * PERCENT, "tpr": op[f"{rule}_test_tpr"] * PERCENT,
+            "held": op[f"{rule}_held"], "delta": delta, "rule": rule}
 
 
 def outcome(plan: Plan, pool: Path, grid_limit: int | None) -> Outcome | None:
