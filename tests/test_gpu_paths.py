@@ -187,6 +187,31 @@ def test_the_members_data_path_reads_nothing_back_to_the_host(tiny_data_dir):
     assert chunk.device.type == "meta" and chunk.shape[:2] == (2, 32)
 
 
+def test_a_single_runs_splits_live_on_the_training_device_and_batches_gather_there(tiny_data_dir):
+    """The Lightning path holds every split on the training device (uint8 images included), so a
+    step copies nothing from the host; checked on `meta`, where any host tensor would show."""
+    from hightpr.data.tensors import IndexedRows
+
+    cfg = compose_config([f"paths.data_dir={tiny_data_dir}", "dataset=tiny"])
+    dm, _ = build_datamodule(cfg)
+    dm.setup()
+    mask = dm.positive_mask()                             # samplers get a host mask, before and after
+    dm.to_device("meta")
+    assert dm.positive_mask().device.type == "cpu" and dm.positive_mask().sum() == mask.sum()
+    for split in dm.splits.values():
+        assert {t.device.type for t in (split.x, split.y, split.ids)} == {"meta"}
+        assert split.x.dtype == torch.uint8                # stored as uint8: 1/4 of float32
+    batch = next(iter(dm.train_dataloader()))
+    assert all(v.device.type == "meta" for v in batch.values()) and len(batch["y"]) == cfg.trainer.batch_size
+    # splits that share one source (Melanoma's image cache) share one copy on the device
+    source = torch.zeros(10, 3, 4, 4, dtype=torch.uint8)
+    a = IndexedRows(source, torch.arange(5), torch.zeros(5), torch.arange(5))
+    b = IndexedRows(source, torch.arange(5, 10), torch.zeros(5), torch.arange(5, 10))
+    dm.splits = {"train": a, "val": b}
+    dm.to_device("meta")
+    assert a.source is b.source and a.source.device.type == "meta"
+
+
 def test_the_stacked_network_runs_on_meta():
     models = [resnet10(width=4).to("meta") for _ in range(3)]
     stacked = StackedModel(models, channels_last=True)

@@ -38,6 +38,7 @@ class TensorDataModule(pl.LightningDataModule):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
         self.splits: dict[str, IndexedTensors | IndexedRows] = {}
+        self._host_labels: dict[str, torch.Tensor] = {}   # labels of splits moved to a device
         self.num_sample_ids = 0
         self.batch_sampler: BatchSamplerFactory = random_batches
 
@@ -58,11 +59,36 @@ class TensorDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.build()
+        device = self._accelerator()
+        if device is not None:
+            self.to_device(device)
+
+    def _accelerator(self) -> torch.device | None:
+        """The device of the Lightning trainer this module is attached to, unless it is the CPU."""
+        trainer = self.trainer if self._trainer_attached() else None
+        device = trainer.strategy.root_device if trainer is not None else None
+        return device if device is not None and device.type != "cpu" else None
+
+    def _trainer_attached(self) -> bool:
+        try:
+            return self.trainer is not None
+        except RuntimeError:        # Lightning: "not attached to a Trainer"
+            return False
+
+    def to_device(self, device: torch.device | str) -> None:
+        """Every split held on `device` (uint8 images and all): batches are gathered there, so a
+        step copies nothing from the host; augmentation and normalisation run there too
+        (`on_after_batch_transfer`). Lightning's setup does it for a GPU run."""
+        moved: dict = {}                    # splits that share one source tensor share its copy
+        for name, split in self.splits.items():
+            if split.y.device.type == "cpu":
+                self._host_labels[name] = split.y   # samplers and counts keep reading the host copy
+            split.to(device, moved)
 
     def positive_mask(self, split: str = "train") -> torch.Tensor:
-        """Which samples of a split belong to the rare class(es) (binary: label 1)."""
+        """Which samples of a split belong to the rare class(es) (binary: label 1), on the host."""
         self.setup()
-        y = self.splits[split].y
+        y = self._host_labels.get(split, self.splits[split].y)
         if self.critical_classes is None:
             return y > 0.5
         return torch.isin(y, torch.tensor(self.critical_classes))

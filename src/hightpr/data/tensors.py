@@ -21,8 +21,13 @@ class IndexedTensors(Dataset):
         return {"x": self.x[i], "y": self.y[i], "id": self.ids[i]}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.y.device)
         return {"x": self.x[idx], "y": self.y[idx], "id": self.ids[idx]}
+
+    def to(self, device: torch.device | str, moved: dict | None = None) -> IndexedTensors:
+        """Hold the split on `device` (one copy; batches are then gathered there)."""
+        self.x, self.y, self.ids = (t.to(device) for t in (self.x, self.y, self.ids))
+        return self
 
 
 class IndexedRows(Dataset):
@@ -48,5 +53,15 @@ class IndexedRows(Dataset):
         return {"x": self.source[self.rows[i]], "y": self.y[i], "id": self.ids[i]}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.rows.device)
         return {"x": self.source[self.rows[idx]], "y": self.y[idx], "id": self.ids[idx]}
+
+    def to(self, device: torch.device | str, moved: dict | None = None) -> IndexedRows:
+        """Hold the split's rows of the shared source on `device`; `moved` (id -> copy) lets the
+        splits that share one source share its one copy there."""
+        moved = {} if moved is None else moved
+        if id(self.source) not in moved:
+            moved[id(self.source)] = self.source.to(device)
+        self.source = moved[id(self.source)]
+        self.rows, self.y, self.ids = (t.to(device) for t in (self.rows, self.y, self.ids))
+        return self
