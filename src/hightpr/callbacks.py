@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import logging
 import math
 import os
 import random
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +17,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger("hightpr")
 
 
 class BestEpoch(ModelCheckpoint):
@@ -100,3 +109,74 @@ class LastCheckpoint(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and not trainer.fast_dev_run:
             trainer.save_checkpoint(self.path)
+
+
+class Interrupt(pl.Callback):
+    """Ctrl-C (or SIGTERM) stops training at the next safe point, as Lightning stops on SIGTERM: the
+    end of the current step, or of the epoch being closed, so every finished epoch is saved
+    (`last.ckpt`) and logged (the csv log is flushed); the same command resumes the run. A second
+    Ctrl-C stops the process at once. `exit_code` is 130 after Ctrl-C, 143 after SIGTERM."""
+
+    def __init__(self) -> None:
+        self.exit_code: int | None = None
+        self._previous = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, lambda signum, frame: self._ctrl_c(trainer))
+
+    def _ctrl_c(self, trainer: pl.Trainer) -> None:
+        if self.exit_code is not None:
+            _stop_now(signal.SIGINT, None)
+        self.exit_code = 130
+        log.warning("Ctrl-C: stopping at the end of this step, finished epochs kept (again: stop at once)")
+        trainer._signal_connector.received_sigterm = True  # Lightning's own graceful stop
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            return
+        if self.exit_code is None:
+            self.exit_code = 130 if isinstance(exception, KeyboardInterrupt) else 143
+        signal.signal(signal.SIGINT, _stop_now)  # Lightning ignores further Ctrl-C while it shuts down
+        done = trainer.fit_loop.epoch_progress.current.completed
+        log.warning("interrupted: %d finished epochs are saved in %s; run the same command to resume",
+                    done, self._last(trainer))
+
+    @staticmethod
+    def _last(trainer: pl.Trainer) -> str:
+        for callback in trainer.callbacks:
+            if isinstance(callback, LastCheckpoint):
+                return str(callback.path)
+        return "the run's last checkpoint"
+
+
+def _stop_now(signum: int, frame) -> None:
+    sys.stderr.write("error: interrupted twice: stopped at once (finished epochs are in last.ckpt)\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def keep_csv_log(trainer: pl.Trainer, resume_from: Path) -> None:
+    """A resumed run continues its `csv/metrics.csv`: the rows of the epochs the checkpoint holds are
+    logged again (Lightning's CSV logger deletes an existing file), those of the interrupted epoch not."""
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+    if logger is None:
+        return
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    done = int(torch.load(resume_from, map_location="cpu", weights_only=False).get("epoch", -1))
+    kept = [{k: v for k, v in row.items() if v != ""} for row in rows
+            if row.get("epoch", "") != "" and int(float(row["epoch"])) <= done]
+    writer = logger.experiment  # created now: it removes the old file, the kept rows are written anew
+    writer.metrics = [*kept, *writer.metrics]
+    writer.metrics_keys = sorted({*writer.metrics_keys, *(k for row in rows for k in row)})
+    logger.save()

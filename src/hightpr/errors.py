@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,12 +29,19 @@ def debugging() -> bool:
 
 
 @contextmanager
-def user_errors(exit_code: int = 2) -> Iterator[None]:
-    """The error boundary of a command: a user error becomes one line and `exit_code`."""
+def user_errors(exit_code: int = 2, exit_when_debugging: bool = False) -> Iterator[None]:
+    """The error boundary of a command: a user error becomes one line and `exit_code`.
+
+    `exit_when_debugging`: where the caller would swallow a raised error (a Hydra callback), the
+    debug mode prints the stack and exits instead of raising.
+    """
     try:
         yield
     except HightprError as err:
         if debugging():
+            if exit_when_debugging:
+                traceback.print_exc()
+                sys.exit(exit_code)
             raise
         logging.getLogger("hightpr").debug("user error", exc_info=True)
         print(f"error: {err}", file=sys.stderr)

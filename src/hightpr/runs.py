@@ -53,10 +53,64 @@ def save_metrics(run_dir: Path, metrics: Mapping) -> Path:
     A run with a regulariser also records how active it was (`regularizer_activity`: its term
     against the base loss, from the run's csv log; `hightpr.regularizers.activity`).
     """
+    end_csv_log(Path(run_dir) / "csv" / "metrics.csv", metrics.get("epochs_trained"))
     found = activity(Path(run_dir) / "csv" / "metrics.csv")
     if found is not None and "regularizer_activity" not in metrics:
         metrics = {**metrics, "regularizer_activity": found}
     return write_json(Path(run_dir) / "metrics.json", metrics)
+
+
+def end_csv_log(path: Path, epochs_trained: int | None) -> None:
+    """Drop the rows of the final evaluation of the best checkpoint from a run's per-epoch log.
+
+    They are logged at epoch `epochs_trained`, one past the last trained epoch, and read like one
+    more epoch; their values are in metrics.json. Sequential and batched runs both end here.
+    """
+    if epochs_trained is None or not Path(path).is_file():
+        return
+    log = pd.read_csv(path)
+    if "epoch" not in log or not (log["epoch"] >= int(epochs_trained)).any():
+        return
+    kept = log[log["epoch"] < int(epochs_trained)]
+    kept = kept.loc[:, kept.notna().any(axis=0) | kept.columns.isin(["epoch", "step"])]
+    tmp = Path(path).with_suffix(".csv.tmp")
+    kept.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def debug_run(cfg: DictConfig) -> str | None:
+    """`fast_dev_run` for a smoke test of the wiring, a short description for a run limited to some
+    batches or steps (`limit_train_batches=3`), None for a real run."""
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("fast_dev_run"):
+        return "fast_dev_run"
+    limits = [f"{key}={trainer.get(key)}" for key in ("limit_train_batches", "limit_val_batches",
+                                                      "limit_test_batches")
+              if trainer.get(key) not in (None, 1.0)]
+    if int(trainer.get("max_steps") or -1) >= 0:
+        limits.append(f"max_steps={trainer.get('max_steps')}")
+    return " ".join(limits) or None
+
+
+def remove_unstarted(run_dir: Path, output_root: Path | None = None) -> bool:
+    """Remove a run folder that a refused or failed-before-training run made (Hydra's `.hydra/`, its
+    log, the lock, a resolved config) and the empty folders above it, up to `output_root`.
+    A folder holding a checkpoint or metrics.json is kept. Returns whether it was removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or any((run_dir / name).exists() for name in ("checkpoints", "metrics.json")):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    stop = Path(output_root).absolute() if output_root is not None else None
+    parent = run_dir.absolute().parent
+    while parent != stop and parent.parent != parent and stop is not None and stop in parent.parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+    return True
 
 
 def flatten(prefix: str, cfg: Mapping, skip: tuple[str, ...] = ()) -> dict[str, object]:

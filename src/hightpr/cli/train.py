@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +22,20 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from hightpr.build import build_datamodule, build_module, build_trainer, check_keys
+from hightpr.build import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    check_keys,
+    check_machine,
+    check_writable,
+    hydra_errors,
+)
+from hightpr.callbacks import Interrupt, keep_csv_log
 from hightpr.cli.ensemble import ensemble_requested, train_members
 from hightpr.ensemble import is_finished, run_key
 from hightpr.errors import HightprError, user_errors
@@ -31,8 +43,10 @@ from hightpr.runs import (
     RunLock,
     append_run,
     clear_outputs,
+    debug_run,
     describe_checkpoint,
     flatten,
+    remove_unstarted,
     runs_row,
     save_logits,
     save_metrics,
@@ -126,6 +140,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     fresh = str(cfg.get("resume") or "auto") == "never"
     if worker_process():  # a data-parallel worker started by rank 0, which holds the lock
         return _fit_and_test(cfg, run_dir, _resume_point(run_dir, fresh))
+    check_machine(cfg, run_dir)
+    try:
+        return _locked_run(cfg, run_dir, fresh)
+    except HightprError:
+        remove_unstarted(run_dir, Path(str(cfg.paths.output_root)))  # a refused run leaves no folder
+        raise
+
+
+def _locked_run(cfg: DictConfig, run_dir: Path, fresh: bool) -> dict:
     with RunLock(run_dir):
         if is_finished(run_dir) and not fresh:
             log.info("already finished, not trained again: %s (resume=never retrains it)", run_dir)
@@ -164,7 +187,13 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         log.info("data %s", datamodule.summary())
 
     trainer = build_trainer(cfg, run_dir, monitor=module.evaluator.monitor)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    if resume_from is not None and not worker_process():
+        keep_csv_log(trainer, resume_from)  # the epochs before the interrupt stay in csv/metrics.csv
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    except SIGTERMException as stop:  # Ctrl-C or SIGTERM: finished epochs saved, the same command resumes
+        interrupt = next((c for c in trainer.callbacks if isinstance(c, Interrupt)), None)
+        raise SystemExit(interrupt.exit_code if interrupt and interrupt.exit_code else 143) from stop
     best = trainer.checkpoint_callback.best_model_path or None
     trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -182,9 +211,15 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     for stage in ("val", "test"):
         save_logits(run_dir, stage, module.outputs[stage])
     save_metrics(run_dir, metrics)
-    row = runs_row(cfg, run_dir, module.reports, choices())
-    row.update(flatten("op", metrics.get("operating_point", {})))
-    append_run(Path(cfg.paths.runs_csv), row)
+    debug = debug_run(cfg)
+    if debug == "fast_dev_run":  # a smoke test of the wiring: no result, no row in the results table
+        log.info("trainer.fast_dev_run: a debug run, not added to %s", cfg.paths.runs_csv)
+    else:
+        row = runs_row(cfg, run_dir, module.reports, choices())
+        row.update(flatten("op", metrics.get("operating_point", {})))
+        if debug:
+            row["debug"] = debug  # a limited run: in the table, marked
+        append_run(Path(cfg.paths.runs_csv), row)
     log.info("test %s", {k: round(v, 4) for k, v in module.reports["test"].items()})
     log.info("outputs in %s", run_dir)
     return metrics
@@ -193,6 +228,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """One run, or the members of an ensemble (`ensemble.members=N` / `ensemble.member=M`)."""
     check_keys(cfg)
+    check_machine(cfg)
     if ensemble_requested(cfg):
         return train_members(cfg, run, choices())
     return run(cfg, run_dir)
@@ -211,13 +247,48 @@ def objective(metrics: dict) -> float | None:
     return None if value is None else float(value)
 
 
+class Preflight(Callback):
+    """Hydra callback (`hydra.callbacks.preflight`): the config and the machine are checked before
+    Hydra writes anything (a run's folder, a grid's multirun.yaml); a problem is one `error:` line.
+
+    Hydra turns a callback's exceptions into warnings, so the boundary (`user_errors`) is here.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        with user_errors(exit_when_debugging=True):
+            cfg = _without_hydra(config)
+            check_keys(cfg)
+            check_machine(cfg, Path(str(config.hydra.run.dir)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        with user_errors(exit_when_debugging=True):
+            target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+            if target.endswith("SlurmLauncher"):
+                missing = [cmd for cmd in ("sbatch", "srun") if shutil.which(cmd) is None]
+                if missing:
+                    raise HightprError(f"hydra/launcher=slurm needs SLURM, but {' and '.join(missing)} "
+                                       "cannot be found here: use hydra/launcher=local (this machine) "
+                                       "or run from a SLURM login node")
+            check_writable(Path(str(config.hydra.sweep.dir)), "the sweep folder")
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    """The job's config without its `hydra` node (what `train` receives)."""
+    return OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: a user error ends as one `error:` line and exit code 2. Returns the
-    validation objective (for sweepers such as Optuna)."""
+def _hydra_main(cfg: DictConfig) -> float | None:
     _quiet_libraries()
     with user_errors():
         return objective(train(cfg))
+
+
+def main() -> float | None:
+    """`python train.py` / `hightpr-train`: a user error, Hydra's included, ends as one `error:` line
+    and exit code 2. Returns the validation objective (for sweepers such as Optuna)."""
+    with user_errors(), hydra_errors():
+        return _hydra_main()
 
 
 __all__ = ["HightprError", "choices", "compose_config", "main", "run", "train"]
