@@ -67,8 +67,10 @@ def write_cifar10(
     test: tuple[np.ndarray, np.ndarray],
     source: str,
     classes: tuple[str, ...] = CIFAR10_CLASSES,
+    origin: str | None = None,
 ) -> Path:
-    """Write images [N,32,32,3] uint8 + labels [N] as torchvision's CIFAR-10 pickles."""
+    """Write images [N,32,32,3] uint8 + labels [N] as torchvision's CIFAR-10 pickles (`origin`: the
+    source's full path, recorded for the repair command)."""
     folder = Path(out_dir) / CIFAR10_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (x_tr, y_tr), (x_te, y_te) = train, test
@@ -86,19 +88,72 @@ def write_cifar10(
             pickle.dump(entry, f, protocol=4)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": list(classes), "num_cases_per_batch": len(chunks[0])}, f)
-    manifest = {
-        "source": source,
-        "counts": {"train": int(len(x_tr)), "test": int(len(x_te))},
-        "md5": {name: md5(folder / name) for name, *_ in parts},
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_manifest(folder, tuple(name for name, *_ in parts), source,
+                   {"train": int(len(x_tr)), "test": int(len(x_te))}, origin)
     return folder
 
 
-def write_manifest(folder: Path, names: tuple[str, ...], source: str, counts: dict[str, int]) -> None:
-    """Record the files' checksums beside them (what `verify_*` checks later)."""
+def write_manifest(folder: Path, names: tuple[str, ...], source: str, counts: dict[str, int],
+                   origin: str | None = None) -> None:
+    """Record the files' checksums beside them (what loading and `verify_*` check later)."""
     manifest = {"source": source, "counts": counts, "md5": {n: md5(folder / n) for n in names}}
+    if origin:
+        manifest["from"] = origin
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+DEFAULT_SOURCES = {"cifar10": "data-sources/cifar10"}  # where README and `make data` keep the archive
+
+
+def repair_command(root: Path, which: str) -> str:
+    """The prepare command that rebuilds the data under `root` (a tiny set, or CIFAR from its source)."""
+    root = Path(root)
+    if root.name.startswith("tiny"):  # the synthetic stand-ins: written under <data dir>/tiny-*
+        name = "tiny" if which == "cifar10" else "tiny-cifar100"
+        return f"python -m hightpr.data.prepare {name} --data-dir {root.parent}"
+    manifest = _manifest(root / _LAYOUT[which][0])
+    origin, source = manifest.get("from"), str(manifest.get("source", ""))
+    if origin and Path(origin).exists():
+        fix = f"--from {origin}"
+    elif source.startswith("jpeg:"):
+        archive = Path(DEFAULT_SOURCES.get(which, ".")) / Path(source.removeprefix("jpeg:")).name
+        fix = f"--from {archive}" + ("" if archive.is_file() else " (where that archive is; or --download)")
+    elif source.startswith("torchvision:") and Path(source.removeprefix("torchvision:")).exists():
+        fix = f"--from {source.removeprefix('torchvision:')}"
+    else:
+        fix = "--download"
+    return f"python -m hightpr.data.prepare {which} --force {fix} --data-dir {root}"
+
+
+_CHECKED: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, md5) already hashed here
+
+
+def check_checksums(root: Path, which: str) -> None:
+    """Every file listed in the manifest is there and has its recorded MD5. A file is hashed once per
+    process (again only when its size or modification time changed); a damaged one is refused,
+    naming it and the command that repairs it."""
+    folder = Path(root) / _LAYOUT[which][0]
+    for name, digest in _manifest(folder).get("md5", {}).items():
+        path = folder / name
+        try:
+            stat = path.stat()
+        except OSError:
+            fix = repair_command(root, which)
+            raise DataMissingError(f"{path} is missing or corrupt (not there); repair with `{fix}`") from None
+        seen = _CHECKED.get(str(path))
+        if seen is None or seen[:2] != (stat.st_size, stat.st_mtime_ns):
+            seen = (stat.st_size, stat.st_mtime_ns, md5(path))
+            _CHECKED[str(path)] = seen
+        if seen[2] != digest:
+            raise DataMissingError(f"{path} is missing or corrupt (its MD5 differs from {MANIFEST}); "
+                                   f"repair with `{repair_command(root, which)}`")
 
 
 def write_cifar100(
@@ -145,12 +200,7 @@ def verify_cifar(root: Path, which: str, expect_per_class: tuple[int, int] | Non
     """
     subdir, n_classes = _LAYOUT[which]
     folder = Path(root) / subdir
-    manifest_path = folder / MANIFEST
-    if manifest_path.is_file():
-        for name, digest in json.loads(manifest_path.read_text())["md5"].items():
-            if not (folder / name).is_file() or md5(folder / name) != digest:
-                raise DataMissingError(f"{folder / name} is missing or corrupt; re-run "
-                                       f"`python -m hightpr.data.prepare {which} --force ...`")
+    check_checksums(Path(root), which)
     summary = []
     for train in (True, False):
         split = "train" if train else "test"
@@ -184,12 +234,12 @@ def verify_cifar100(root: Path, expect_per_class: tuple[int, int] | None = (500,
 def missing_message(root: Path, which: str) -> str:
     name = which.lower()
     source = {"cifar100": " --download (or --from cifar-100-python.tar.gz)"}.get(name, "")
-    command = f"{name}{source} --data-dir {root}"
-    if Path(root).name.startswith("tiny"):  # the synthetic stand-ins: written under <data dir>/tiny-*
-        command = f"{'tiny' if name == 'cifar10' else 'tiny-cifar100'} --data-dir {Path(root).parent}"
+    command = f"python -m hightpr.data.prepare {name}{source} --data-dir {root}"
+    if Path(root).name.startswith("tiny"):
+        command = repair_command(Path(root), name)
     return (
         f"{name.upper()} not found under {root} (looked for torchvision's layout). "
-        f"Prepare it with `python -m hightpr.data.prepare {command}` "
+        f"Prepare it with `{command}` "
         "(or set HIGHTPR_DATA_DIR / paths.data_dir to where it is)."
     )
 
@@ -198,14 +248,15 @@ def missing_message(root: Path, which: str) -> str:
 def load_cifar(root: str, train: bool, which: str = "cifar10") -> tuple[torch.Tensor, torch.Tensor]:
     """Images [N,3,32,32] uint8 and labels [N] int64, decoded once per process."""
     cls = {"cifar10": PreparedCIFAR10, "cifar100": PreparedCIFAR100}[which]
+    check_checksums(Path(root), which)
     try:
         ds = cls(root=root, train=train, download=False)
     except RuntimeError as err:
         raise DataMissingError(missing_message(Path(root), which)) from err
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError) as err:
         raise DataMissingError(
-            f"{which.upper()} files under {root} are corrupt ({err}); re-run "
-            f"`python -m hightpr.data.prepare {which} --force --data-dir {root}`"
+            f"{which.upper()} files under {root} are corrupt ({err}); repair with "
+            f"`{repair_command(Path(root), which)}`"
         ) from err
     x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     y = torch.as_tensor(ds.targets, dtype=torch.int64)

@@ -127,7 +127,8 @@ def prepare_cifar10(
 
     def build() -> None:
         splits = read_jpeg_archive(source)
-        write_cifar10(data_dir, splits["train"], splits["test"], source=f"jpeg:{source.name}")
+        write_cifar10(data_dir, splits["train"], splits["test"], source=f"jpeg:{source.name}",
+                      origin=str(source.resolve()))
 
     return _prepare_cifar("cifar10", data_dir, download, force, expect_per_class,
                           build if source is not None else None,
@@ -229,7 +230,7 @@ def prepare_cifar100(
         load_cifar.cache_clear()
         counts = {split: len(load_cifar(str(data_dir), split == "train", "cifar100")[1])
                   for split in ("train", "test")}
-        write_manifest(target, CIFAR100_FILES, f"torchvision:{source}", counts)
+        write_manifest(target, CIFAR100_FILES, f"torchvision:{source}", counts, origin=str(source.resolve()))
 
     return _prepare_cifar("cifar100", data_dir, download, force, expect_per_class,
                           build if source is not None else None,
@@ -237,9 +238,19 @@ def prepare_cifar100(
                           "--download, or --from cifar-100-python.tar.gz / its folder")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and the default of every option that has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hightpr.data.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("dataset", choices=["cifar10", "tiny", "cifar100", "tiny-cifar100",
                                             "melanoma", "adrenal3d", "synthetic-mri"])
     parser.add_argument("--from", dest="source", type=Path, help="local source archive")
