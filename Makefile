@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCE_DATA ?= data-sources   # a folder with cifar10/cifar10-jpg.tar.gz, melanoma/, medmnist3d/ (offline sources)
+# a folder with cifar10/cifar10-jpg.tar.gz, melanoma/, medmnist3d/ (offline sources)
+SOURCE_DATA ?= data-sources
 export HIGHTPR_DATA_DIR ?= $(CURDIR)/data
 ARGS ?=
 # Paper tables (docs/tables.md): make table-rankreg-t1 SCALE=cpu ROWS=acceptance DRY=1 LAUNCHER=slurm
@@ -47,16 +48,16 @@ lint:  ## ruff
 check-wheel:  ## build the wheel, install it apart from the source tree, run hightpr-train from another dir
 	bash scripts/check_wheel.sh $(BIN)/python
 
-data:  ## prepare under $HIGHTPR_DATA_DIR every source in $SOURCE_DATA (CIFAR-10, Melanoma, AdrenalMNIST3D); no archive: download CIFAR-10
-	@if [ -f $(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz ]; then \
-	  $(BIN)/python -m hightpr.data.prepare cifar10 --from $(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz; \
+data:  ## prepare under $HIGHTPR_DATA_DIR every source in $SOURCE_DATA (CIFAR-10, Melanoma, AdrenalMNIST3D)
+	@if [ -f "$(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz" ]; then \
+	  $(BIN)/python -m hightpr.data.prepare cifar10 --from "$(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz"; \
 	else \
-	  echo "no CIFAR-10 archive under SOURCE_DATA=$(SOURCE_DATA): downloading it (torchvision)"; \
-	  $(BIN)/python -m hightpr.data.prepare cifar10 --download; fi
-	@if [ -f $(SOURCE_DATA)/melanoma/train.csv ]; then \
-	  $(BIN)/python -m hightpr.data.prepare melanoma --from $(SOURCE_DATA)/melanoma; fi
-	@if ls $(SOURCE_DATA)/medmnist3d/adrenalmnist3d*.npz >/dev/null 2>&1; then \
-	  $(BIN)/python -m hightpr.data.prepare adrenal3d --from $(SOURCE_DATA)/medmnist3d; fi
+	  echo "error: no CIFAR-10 archive at $(SOURCE_DATA)/cifar10/cifar10-jpg.tar.gz: put it there (or make data SOURCE_DATA=<folder>), or download it with $(BIN)/python -m hightpr.data.prepare cifar10 --download" >&2; \
+	  exit 2; fi
+	@if [ -f "$(SOURCE_DATA)/melanoma/train.csv" ]; then \
+	  $(BIN)/python -m hightpr.data.prepare melanoma --from "$(SOURCE_DATA)/melanoma"; fi
+	@if ls "$(SOURCE_DATA)"/medmnist3d/adrenalmnist3d*.npz >/dev/null 2>&1; then \
+	  $(BIN)/python -m hightpr.data.prepare adrenal3d --from "$(SOURCE_DATA)/medmnist3d"; fi
 
 data-tiny:  ## a tiny synthetic CIFAR-10 for smoke tests (python train.py dataset=tiny)
 	$(BIN)/python -m hightpr.data.prepare tiny
