@@ -95,7 +95,7 @@ def test_init_from_checkpoint(train, first_run):
         ("paths.data_dir=/nonexistent", "python -m hightpr.data.prepare tiny --data-dir /nonexistent"),
         ("init_from=/nonexistent.ckpt", "no such checkpoint file"),
         ("dataset.ratio=0.01", "positives but only"),
-        ("dataset.ratio=abc", "invalid dataset configuration"),
+        ("dataset.ratio=abc", "dataset.ratio='abc': expected a number"),
         ("++trainer.limit_train_batch=3",
          "trainer.limit_train_batch: no component reads this setting; did you mean limit_train_batches?"),
         ("++trainer.no_such_key=1", "trainer.no_such_key: no component reads this setting"),
@@ -118,9 +118,11 @@ def test_trainer_takes_lightning_arguments_by_their_own_names(train):
     r = train("trainer.limit_train_batches=3", "trainer.batch_size=8", "trainer.max_epochs=1")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.metrics["global_step"] == 3  # 129 training samples would be 17 batches of 8
-    quick = train("trainer.fast_dev_run=true")
+    quick = train("trainer.fast_dev_run=true")  # a debug run: metrics.json, but no runs.csv row
     assert quick.returncode == 0, quick.stderr[-3000:]
-    assert quick.metrics["global_step"] == 1
+    assert len(pd.read_csv(quick.runs_csv)) == 1
+    (quick_metrics,) = [p for p in quick.runs_csv.parent.glob("runs/*/metrics.json") if p.parent != r.run_dir]
+    assert json.loads(quick_metrics.read_text())["global_step"] == 1
 
 
 def test_the_cli_refuses_an_unread_key_in_one_line(train_cli):
@@ -134,9 +136,9 @@ def test_debug_lets_a_user_error_through_with_its_cause(train, monkeypatch):
     from hightpr.errors import HightprError
 
     monkeypatch.setenv("HIGHTPR_DEBUG", "1")
-    with pytest.raises(HightprError, match="invalid dataset configuration") as raised:
-        train("dataset.ratio=abc")  # the boundary re-raises: the full stack, the cause chained
-    assert isinstance(raised.value.__cause__, TypeError)
+    with pytest.raises(HightprError, match="invalid evaluation configuration") as raised:
+        train("evaluation.threshold_rule=nope")  # the boundary re-raises: the full stack, the cause chained
+    assert isinstance(raised.value.__cause__, ValueError)
 
 
 def test_evaluation_settings_reach_every_report(train):
