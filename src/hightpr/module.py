@@ -70,7 +70,8 @@ class HighTPRModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/base_loss", base, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/reg_term", term, on_step=False, on_epoch=True, batch_size=n)
-        self._epoch_sums += torch.stack([base.detach(), term.detach()]).to(self._epoch_sums.dtype) * n
+        sums = torch.stack([base.detach().mean(), term.detach().mean()])  # LibAUC's loss has shape [1]
+        self._epoch_sums += sums.to(self._epoch_sums.dtype) * n
         return loss
 
     def on_train_epoch_end(self) -> None:
