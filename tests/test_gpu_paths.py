@@ -25,6 +25,7 @@ from hightpr.runs import load_logits
 from hightpr.stacked import StackedModel
 from hightpr.stacked.data import MemberData
 from hightpr.stacked.forward import Stacked
+from hightpr.stacked.layers import StackedConv
 from hightpr.stacked.streams import MemberStreams
 from tests.conftest import ROOT, run_train
 
@@ -126,6 +127,8 @@ def test_channels_last_stacked_network_steps_its_members_in_place():
     models = [resnet10(width=4) for _ in range(2)]
     x = torch.randn(2, 3, 3, 32, 32)
     forward = Stacked(models, channels_last=True, check=x[0])  # what make_forward builds for a CUDA sample
+    # the CPU's per-member stem is NCHW only (in channels-last its backward corrupted the heap)
+    assert not any(m.per_member for m in forward.stacked.modules() if isinstance(m, StackedConv))
     out = forward.train(x)
     for m, model in enumerate(models):
         torch.testing.assert_close(out[m], model(x[m]), rtol=1e-3, atol=1e-4)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from hightpr.stacked.layers import NotStackable, StackedLeaf, stack_modules
+from hightpr.stacked.layers import NotStackable, StackedConv, StackedLeaf, stack_modules
 
 
 class StackedModel(nn.Module):
@@ -28,6 +28,9 @@ class StackedModel(nn.Module):
         self.net = stack_modules(models)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+            for leaf in self.net.modules():    # the CPU's one-conv-per-member stem is for NCHW only:
+                if isinstance(leaf, StackedConv):   # in channels-last, oneDNN's backward of it
+                    leaf.per_member = False         # corrupts the heap (seen on torch 2.14, CPU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, b = x.shape[:2]
