@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hightpr.errors import HightprError
+from hightpr.help import HelpFormatter
 from hightpr.metrics.bootstrap import default_metrics, paired_bootstrap
 from hightpr.metrics.delong import delong_covariance, delong_test
 from hightpr.runs import load_logits
@@ -98,12 +99,13 @@ def report_text(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="hightpr-compare",
         description="DeLong test for the AUCs of two runs or ensembles scored on the same test set "
                     "(ALM appendix F); optional paired bootstrap CIs for AUC and FPR@TPR.")
     parser.add_argument("run_a", type=Path, help="run or ensemble dir, or a logits_*.npz file")
     parser.add_argument("run_b", type=Path)
-    parser.add_argument("--stage", default="test", choices=("test", "val"))
+    parser.add_argument("--stage", default="test", choices=("test", "val"), help="which saved logits")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="also N paired bootstrap resamples (e.g. 1000) for CIs of AUC and FPR@TPR")
     parser.add_argument("--tprs", type=float, nargs="+", default=[0.90, 0.95, 0.98],

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from hightpr.ensemble import aggregate, ensemble_key, ensemble_row, finished_members, is_finished, member_dir
 from hightpr.errors import HightprError
+from hightpr.help import HelpFormatter
 from hightpr.metrics.evaluators import Evaluator
 from hightpr.runs import append_run
 from hightpr.stacked.resume import saved_epoch
@@ -180,6 +181,7 @@ def summary_text(ensemble_dir: Path, metrics: Mapping) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="hightpr-ensemble",
         description="Aggregate the finished members of an ensemble dir (average their logits, report the "
                     "ensemble beside the members' mean ± std) and append its row to runs.csv.")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hightpr.cli.compare import load_run, run_label
 from hightpr.errors import HightprError
+from hightpr.help import HelpFormatter
 
 
 def roc_command(args: argparse.Namespace) -> Path:
@@ -26,10 +27,11 @@ def roc_command(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hightpr-plot", description="Figures from saved runs.")
+    parser = argparse.ArgumentParser(prog="hightpr-plot", description="Figures from saved runs.",
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="figure", required=True)
     roc = sub.add_parser("roc", help="ROC curves of several runs on one axis, zoom on high TPR "
-                                      "(RankReg Fig. 3)")
+                                      "(RankReg Fig. 3)", formatter_class=HelpFormatter)
     roc.add_argument("runs", type=Path, nargs="+", help="run or ensemble dirs, or logits_*.npz files")
     roc.add_argument("-o", "--out", type=Path, default=Path("roc.png"), help="output .png, .pdf or .svg")
     roc.add_argument("--labels", nargs="+", default=None, help="legend names, one per run")

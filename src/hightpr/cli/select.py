@@ -23,6 +23,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from hightpr.errors import HightprError, user_errors
+from hightpr.help import HelpFormatter
 
 GROUPS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler")
 NOT_CELL = re.compile(r"(val|test)_|op\.|member_(mean|std)_|run_dir$|finished_at$|(.*\.)?seed$|member$|"
@@ -98,7 +99,8 @@ def preset(row: pd.Series, swept: list[str], source: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hightpr-select", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="hightpr-select", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("runs_csv", type=Path, help="outputs/<name>/runs.csv of a finished grid")
     parser.add_argument("--params", default=None,
                         help="searched keys, comma separated (default: from the grid's multirun.yaml)")

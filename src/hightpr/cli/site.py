@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 from hightpr.errors import user_errors
+from hightpr.help import HelpFormatter
 from hightpr.tables.specs import SCALES
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hightpr-site", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("out", nargs="?", type=Path, default=Path("site"),
                    help="where the site goes (default ./site)")
     p.add_argument("--results", type=Path, default=Path("results"),

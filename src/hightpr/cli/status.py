@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 from hightpr.errors import user_errors
+from hightpr.help import HelpFormatter
 from hightpr.tables.specs import SCALES
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hightpr-status", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("names", nargs="*", help="tables or figures (default: all of them)")
     p.add_argument("--scale", choices=SCALES, default="cpu")
     p.add_argument("--results", type=Path, default=Path("results"))

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from hightpr.errors import HightprError, user_errors
+from hightpr.help import HelpFormatter
 from hightpr.tables.specs import SCALES, all_specs, get_scale, get_spec
 
 
@@ -89,9 +90,10 @@ def parser() -> argparse.ArgumentParser:
                         help="add a config override to every run (part of its key; printed in the table "
                              "header), e.g. --override trainer.max_epochs=1 to try a block quickly")
     p = argparse.ArgumentParser(prog="python -m hightpr.cli.tables", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", parents=[common], help="train what the table is missing, then render it")
+    run = sub.add_parser("run", parents=[common], help="train what the table is missing, then render it",
+                         formatter_class=HelpFormatter)
     run.add_argument("name")
     run.add_argument("--scale", choices=SCALES, default="cpu")
     run.add_argument("--dry", action="store_true", help="list the runs and which exist; compose and "
@@ -103,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=None, help="launcher: ensembles submitted at once")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_run)
-    render = sub.add_parser("render", parents=[common], help="re-render from saved runs (trains nothing)")
+    render = sub.add_parser("render", parents=[common], help="re-render from saved runs (trains nothing)",
+                            formatter_class=HelpFormatter)
     render.add_argument("names", nargs="*")
     render.add_argument("--scale", choices=SCALES, default=None,
                         help="one scale (default: every scale with saved runs)")

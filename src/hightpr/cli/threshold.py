@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hightpr.errors import HightprError
+from hightpr.help import HelpFormatter
 from hightpr.metrics.operating_point import rates_at_threshold, threshold_at_tpr
 from hightpr.metrics.roc import fpr_at_tpr
 from hightpr.metrics.thresholds import DEFAULT_RULE, RULES, check_rule, describe
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Threshold for a target TPR chosen on the validation positives by a rule (np: "
                     "P(population TPR < tpr) <= delta, Neyman-Pearson order statistic), beside the plain "
                     "validation-quantile threshold.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("run_dir", type=Path,
                         help="run or ensemble dir holding logits_val.npz and logits_test.npz")
     parser.add_argument("--tpr", type=float, default=0.95, help="target TPR in (0, 1)")

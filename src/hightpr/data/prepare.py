@@ -41,6 +41,7 @@ from hightpr.data.cifar_files import (
     write_manifest,
 )
 from hightpr.errors import HightprError
+from hightpr.help import HelpFormatter
 
 TINY_DIR = "tiny-cifar10"
 TINY_CIFAR100_DIR = "tiny-cifar100"
@@ -238,19 +239,9 @@ def prepare_cifar100(
                           "--download, or --from cifar-100-python.tar.gz / its folder")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """The module docstring as written, and the default of every option that has one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hightpr.data.prepare", description=__doc__,
-                                     formatter_class=_HelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("dataset", choices=["cifar10", "tiny", "cifar100", "tiny-cifar100",
                                             "melanoma", "adrenal3d", "synthetic-mri"])
     parser.add_argument("--from", dest="source", type=Path, help="local source archive")
