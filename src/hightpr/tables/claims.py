@@ -66,7 +66,12 @@ class Test:
             return "not comparable (different test samples)"
         ev = self.ev
         return (f"{name} {ev['diff']:+.2f}, 95% CI [{ev['lo']:+.2f}, {ev['hi']:+.2f}], "
-                f"p {ev['p']:.3g}, Holm {self.p_adj:.3g}")
+                f"p {_p(ev['p'], ev.get('n'))}, Holm {_p(self.p_adj, ev.get('n'))}")
+
+
+def _p(p: float, n: int | None) -> str:
+    """A bootstrap p: 0 means below the resolution of n replicates, said as such."""
+    return f"< {1 / n:.2g}" if p == 0 and n else f"{p:.3g}"
 
 
 @dataclass
@@ -85,6 +90,8 @@ class Family:
         return self._memo[key]
 
     def add(self, ev: dict | None, metric: str) -> Test:
+        if ev is not None and self.view is not None:
+            ev = {"n": self.view.n_boot, **ev}
         test = Test(ev, metric)
         self.tests.append(test)
         return test
@@ -384,7 +391,8 @@ def _nearer(claim: dict, view, family: Family) -> list[Line]:
             if got is not None:
                 stats = np.abs(got[1][0] - p) - np.abs(got[1][1] - p)
                 lo, hi = np.quantile(stats, [0.025, 0.975])
-                test.ev = {"diff": abs(a - p) - abs(b - p), "lo": float(lo), "hi": float(hi),
+                test.ev = {"n": view.n_boot, "diff": abs(a - p) - abs(b - p), "lo": float(lo),
+                           "hi": float(hi),
                            "p": p_two_sided(stats), "noise": noise_covered([view.outcome(base),
                                                                             view.outcome(other)])}
 
