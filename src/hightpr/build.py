@@ -116,19 +116,26 @@ def _target_params(target: str) -> list[str] | None:
     return [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
 
 
-def _check_target_node(path: str, node: DictConfig) -> None:
-    target = node.get("_target_")
-    if not target:
+def _target_nodes(path: str, node: DictConfig):
+    """(path, node) of `node` and of every node with a `_target_` below it: what both checks walk."""
+    if not node.get("_target_"):
         return
-    valid = _target_params(str(target))
+    yield path, node
     for key in node:
-        if key in HYDRA_KEYS:
-            continue
-        child = node[key]
+        child = node._get_node(key) if key not in HYDRA_KEYS else None
         if isinstance(child, DictConfig) and child.get("_target_"):
-            _check_target_node(f"{path}.{key}", child)
-        if valid is not None and key not in valid:
-            _refuse(path, str(key), valid)
+            yield from _target_nodes(f"{path}.{key}", child)
+
+
+def _check_target_node(path: str, node: DictConfig) -> None:
+    """Every key of a component node (and of its nested components) is an argument it takes."""
+    for where, n in _target_nodes(path, node):
+        valid = _target_params(str(n.get("_target_")))
+        if valid is None:
+            continue
+        for key in n:
+            if key not in HYDRA_KEYS and key not in valid:
+                _refuse(where, str(key), valid)
 
 
 def trainer_arguments() -> list[str]:
@@ -274,20 +281,14 @@ def check_values(cfg: DictConfig) -> None:
 
 
 def _check_node_values(path: str, node: DictConfig) -> None:
-    target = node.get("_target_")
-    if not target:
-        return
-    hints = _hints(str(target))
-    for key in node:
-        if key in HYDRA_KEYS:
-            continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig):
-            if child.get("_target_"):
-                _check_node_values(f"{path}.{key}", child)
-            continue
-        if str(key) in hints:
-            _check_value(f"{path}.{key}", _plain(node, str(key)), hints[str(key)])
+    """Every plain value of a component node (and of its nested components) fits its type hint."""
+    for where, n in _target_nodes(path, node):
+        hints = _hints(str(n.get("_target_")))
+        for key in n:
+            if key in HYDRA_KEYS or isinstance(n._get_node(key), DictConfig):
+                continue
+            if str(key) in hints:
+                _check_value(f"{where}.{key}", _plain(n, str(key)), hints[str(key)])
 
 
 def check_keys(cfg: DictConfig) -> None:
