@@ -8,12 +8,12 @@ import pytest
 
 from hightpr.metrics import fpr_at_tpr, roc_auc
 from hightpr.metrics.hierarchical import (
-    _member_draws,
     auc_rows,
     compare,
     ensemble_replicates,
     fpr_at_tpr_rows,
     holm,
+    member_draws,
     p_two_sided,
 )
 
@@ -48,7 +48,7 @@ def test_member_draws_undo_the_small_sample_shrinkage():
     """Var of the resampled ensemble mean = s^2 (ddof 1) / M, as the mean of M fresh members has."""
     rng = np.random.default_rng(1)
     members = rng.normal(size=(3, 1))
-    w = _member_draws(rng, 3, 200_000)
+    w = member_draws(rng, 3, 200_000)
     reps = ensemble_replicates(members, w)[:, 0]
     assert reps.mean() == pytest.approx(members.mean(), abs=0.01)
     assert reps.var() == pytest.approx(members[:, 0].var(ddof=1) / 3, rel=0.02)

@@ -52,7 +52,7 @@ def batch_metric(name: str) -> BatchMetric:
     raise ValueError(f"no batched form of the metric {name!r} (auc, fpr@NNtpr)")
 
 
-def _member_draws(rng: np.random.Generator, members: int, n: int) -> np.ndarray:
+def member_draws(rng: np.random.Generator, members: int, n: int) -> np.ndarray:
     """[n, M] member weights: counts of each member in a draw of M with replacement, / M."""
     picks = rng.integers(0, members, size=(n, members))
     counts = np.stack([(picks == m).sum(axis=1) for m in range(members)], axis=1)
@@ -86,7 +86,7 @@ def two_level_replicates(arms: Sequence[np.ndarray], labels: np.ndarray, n: int,
         arm = np.asarray(arm, dtype=np.float64)
         if arm.ndim != 2 or arm.shape[1] != y.size:
             raise ValueError(f"an arm must be [members, {y.size}] scores, got {arm.shape}")
-        weights = _member_draws(rng, arm.shape[0], n) if members else np.full((n, arm.shape[0]),
+        weights = member_draws(rng, arm.shape[0], n) if members else np.full((n, arm.shape[0]),
                                                                               1 / arm.shape[0])
         drawn.append(ensemble_replicates(arm, weights) if members else np.broadcast_to(
             arm.mean(axis=0), (n, y.size)))
@@ -114,16 +114,22 @@ def p_two_sided(replicates: np.ndarray) -> float:
     return float(min(1.0, 2 * min((r <= 0).mean(), (r >= 0).mean())))
 
 
+def evidence(value: float, replicates: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """A statistic's value with its percentile interval and two-sided p of 0 over its bootstrap
+    replicates (non-finite replicates, where a resample lacked a class, left out)."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    lo, hi = np.quantile(r, [(1 - level) / 2, (1 + level) / 2]) if r.size else (np.nan, np.nan)
+    return {"diff": float(value), "lo": float(lo), "hi": float(hi), "p": p_two_sided(r), "n": int(r.size)}
+
+
 def compare(a: np.ndarray, b: np.ndarray, labels: np.ndarray, metric: str, n: int = 1000,
             seed: int = 0, level: float = 0.95, members: bool = True) -> dict[str, float]:
     """a - b on one metric: the difference of the two ensembles, its percentile interval and p
     over the two-level bootstrap (members x test samples; `members=False`: test samples only)."""
     fn = batch_metric(metric)
     (pa, na), (pb, nb) = two_level_replicates([a, b], labels, n, seed, members)
-    reps = fn(pa, na) - fn(pb, nb)
-    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
-    return {"diff": point(a, labels, metric) - point(b, labels, metric), "lo": float(lo),
-            "hi": float(hi), "p": p_two_sided(reps), "n": n}
+    return evidence(point(a, labels, metric) - point(b, labels, metric), fn(pa, na) - fn(pb, nb), level)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

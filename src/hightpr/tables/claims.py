@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hightpr.metrics.hierarchical import holm, p_two_sided
+from hightpr.metrics.hierarchical import evidence, holm
 from hightpr.tables.cells import Cell
 from hightpr.tables.results import noise_covered, replicate_values, two_level
 
@@ -338,9 +338,7 @@ def _d1_test(view, family: Family, section: str, avg_metric: str) -> tuple[Test,
     _, reps = got
     keys = [(c.base_loss, c.reg) for c in arms]
     stats = np.array([d1(dict(zip(keys, reps[:, r], strict=True)), metric)[0] for r in range(reps.shape[1])])
-    point = view.avg_deltas[section][avg_metric][1]
-    lo, hi = np.quantile(stats, [0.025, 0.975])
-    ev = {"diff": point, "lo": float(lo), "hi": float(hi), "p": p_two_sided(stats),
+    ev = {**evidence(view.avg_deltas[section][avg_metric][1], stats),
           "noise": noise_covered([view.outcome(c) for c in arms])}
     return family.add(ev, "avg_delta"), quiet
 
@@ -390,11 +388,8 @@ def _nearer(claim: dict, view, family: Family) -> list[Line]:
             test = family.add(None, metric)
             if got is not None:
                 stats = np.abs(got[1][0] - p) - np.abs(got[1][1] - p)
-                lo, hi = np.quantile(stats, [0.025, 0.975])
-                test.ev = {"n": view.n_boot, "diff": abs(a - p) - abs(b - p), "lo": float(lo),
-                           "hi": float(hi),
-                           "p": p_two_sided(stats), "noise": noise_covered([view.outcome(base),
-                                                                            view.outcome(other)])}
+                test.ev = {**evidence(abs(a - p) - abs(b - p), stats),
+                           "noise": noise_covered([view.outcome(base), view.outcome(other)])}
 
             def text(metric=metric, p=p, a=a, b=b, test=test, section=other.section):
                 d = test.ev["diff"] if test.ev else abs(a - p) - abs(b - p)

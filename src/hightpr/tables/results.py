@@ -399,8 +399,8 @@ def replicate_values(outcomes: list[Outcome], metric: str, n: int, seed: int = 0
         fn = hierarchical.batch_metric(key)
         arms = [o.member_test[2] for o in outcomes]
         reps = hierarchical.two_level_replicates(arms, y, n, seed)
-        values = [fn(a.mean(0)[y.astype(bool)][None], a.mean(0)[~y.astype(bool)][None])[0] for a in arms]
-        return [v * PERCENT for v in values], np.stack([fn(p, q) for p, q in reps]) * PERCENT
+        values = [hierarchical.point(a, y, key) * PERCENT for a in arms]
+        return values, np.stack([fn(p, q) for p, q in reps]) * PERCENT
     return _multiclass_replicates(outcomes, key, n, seed)
 
 
@@ -414,7 +414,7 @@ def _multiclass_replicates(outcomes: list[Outcome], key: str, n: int, seed: int)
     for o in outcomes:
         logits = o.member_test[2]
         m, shape = logits.shape[0], logits.shape[1:]
-        weights = (np.stack([(rng.integers(0, m, size=(n, m)) == j).sum(1) for j in range(m)], 1) / m)
+        weights = hierarchical.member_draws(rng, m, n)
         draws.append(hierarchical.ensemble_replicates(logits.reshape(m, -1), weights).reshape(n, *shape))
     idx = rng.integers(0, y.size, size=(n, y.size))
     values = [_safe(lambda z, t: fn(z, t)[key], o.member_test[2].mean(0), y) * PERCENT for o in outcomes]
@@ -432,8 +432,4 @@ def two_level(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0, level:
     if got is None:
         return None
     (va, vb), reps = got
-    diff = reps[0] - reps[1]
-    ok = diff[np.isfinite(diff)]
-    lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2]) if ok.size else (np.nan, np.nan)
-    return {"diff": va - vb, "lo": float(lo), "hi": float(hi), "p": hierarchical.p_two_sided(diff),
-            "noise": noise_covered([a, b])}
+    return {**hierarchical.evidence(va - vb, reps[0] - reps[1], level), "noise": noise_covered([a, b])}
