@@ -177,14 +177,12 @@ class TableView:
         out = self.outcomes.get(cell)
         if out is None:
             return [], []
-        sizes = {k: len(v) for s in self.plans[cell].stages
-                 for k, v in (self.ctx.scale.grids.get(s.preset) or s.params).items()}
-        limit = self.ctx.scale.grid_limit
+        points = {k: len(s.candidates(self.ctx.scale.grid_limit)) for s in self.plans[cell].stages
+                  for k in s.params}              # the points its grid step had at this scale
         chosen, fixed = [], []
         for k, v in out.chosen.items():
             name = f"{PARAM_NAMES[k]} ({k})" if k in PARAM_NAMES else k
-            n = min(sizes.get(k, 1), limit) if limit else sizes.get(k, 1)
-            (chosen if n > 1 else fixed).append(f"{name} = {_hp_value(v)}")
+            (chosen if points.get(k, 1) > 1 else fixed).append(f"{name} = {_hp_value(v)}")
         return chosen, fixed
 
     def inactive(self, cell: Cell) -> bool:
