@@ -21,7 +21,8 @@ import pytest
 
 from hightpr.errors import HightprError
 from hightpr.tables.cells import Cell, paper_cells
-from hightpr.tables.render import d1, render_table, tables_dir
+from hightpr.tables.publish import render_table
+from hightpr.tables.render import d1, tables_dir
 from hightpr.tables.results import Outcome, deployed, ensemble_path
 from hightpr.tables.runner import Context, dry_run, failure_message, format_listing, run_table
 from hightpr.tables.specs import all_specs, get_scale, get_spec, grid_preset, short_name, table_names

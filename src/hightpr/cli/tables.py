@@ -33,7 +33,8 @@ def _context(args):
 
 
 def cmd_run(args) -> int:
-    from hightpr.tables.render import render_table, tables_dir
+    from hightpr.tables.publish import render_table
+    from hightpr.tables.render import tables_dir
     from hightpr.tables.runner import dry_run, failure_message, format_listing, run_table
 
     spec = get_spec(args.name)
@@ -52,7 +53,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from hightpr.tables.render import has_ours, render_table, tables_dir
+    from hightpr.tables.publish import render_table
+    from hightpr.tables.render import has_ours, tables_dir
 
     make = _context(args)
     names = args.names or [n for n, s in all_specs().items() if s.is_figure == args.figures]

@@ -20,7 +20,8 @@ import pandas as pd
 from hightpr.tables.cells import Cell, paper_cells
 from hightpr.tables.claims import metric_name
 from hightpr.tables.paper import KEYS, as_float, decimals
-from hightpr.tables.render import TableView, not_run_reasons, render_markdown, render_table, tables_dir, tidy
+from hightpr.tables.publish import render_table
+from hightpr.tables.render import TableView, not_run_reasons, render_markdown, tables_dir, tidy
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec, get_scale
 

@@ -465,12 +465,8 @@ def tidy(view: TableView) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
-def render_table(spec: TableSpec, ctx: Context, write: bool = True) -> tuple[str, pd.DataFrame]:
-    """The table's markdown and tidy CSV (written to results/tables/<scale>/<name>.{md,csv})."""
-    if spec.is_figure:
-        from hightpr.tables.figures import render_figure
-
-        return render_figure(spec, ctx, write)
+def render_paper_table(spec: TableSpec, ctx: Context, write: bool = True) -> tuple[str, pd.DataFrame]:
+    """A table's markdown and tidy CSV (written to results/tables/<scale>/<name>.{md,csv})."""
     view = TableView(spec, ctx)
     md, csv = render_markdown(view), tidy(view)
     if write:
