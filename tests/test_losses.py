@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
+import hightpr.losses
 from hightpr.errors import HightprError
 from hightpr.losses import (
     BCE,
     CE,
     LDAM,
-    LOSSES,
     MSFE,
     AsymmetricFocalBCE,
     AsymmetricMarginBCE,
+    BaseLoss,
     ClassBalancedBCE,
     ClassBalancedCE,
     FocalCE,
@@ -36,6 +37,7 @@ from hightpr.module import HighTPRModule
 from tests.conftest import CONF_PATH
 
 CONF_LOSS = CONF_PATH / "loss"
+LOSS_NAMES = sorted(p.stem for p in CONF_LOSS.glob("*.yaml"))  # every `loss=<name>`
 COUNTS = [300, 20]  # [negatives, positives]: class ratio N = 15
 S = [2.0, -1.0, 0.5, -0.3, 1.2]  # scores
 Y = [1, 0, 0, 1, 0]  # labels
@@ -61,8 +63,13 @@ def value(loss: torch.nn.Module, scores=S, labels=Y) -> float:
     return float(loss(logits, torch.tensor(labels, dtype=torch.float64)))
 
 
+def loss_class(name: str) -> type[BaseLoss]:
+    """The class `loss=<name>` builds: its config's `_target_`, as `hightpr.build.build_loss` reads it."""
+    return get_class(OmegaConf.load(CONF_LOSS / f"{name}.yaml")._target_)
+
+
 def make(name: str, counts=COUNTS, **hp) -> torch.nn.Module:
-    return LOSSES[name](class_counts=counts, **hp)
+    return loss_class(name)(class_counts=counts, **hp)
 
 
 # -- closed forms: binary ------------------------------------------------------------------------
@@ -325,11 +332,11 @@ def test_rare_classes_default_to_the_smallest_training_class():
 
 def test_heads_of_the_losses_with_both_forms():
     for name in ("s_ml", "a_ml", "s_fl", "a_fl"):
-        assert LOSSES[name].logits_for(2) == 1 and LOSSES[name].logits_for(10) == 10
+        assert loss_class(name).logits_for(2) == 1 and loss_class(name).logits_for(10) == 10
     for name in ("bce", "wbce", "cbbce", "msfe", "mbauc"):
-        assert LOSSES[name].logits_for(10) == 1
+        assert loss_class(name).logits_for(10) == 1
     for name in MULTI:
-        assert LOSSES[name].logits_for(2) == 2 and LOSSES[name].logits_for(10) == 10
+        assert loss_class(name).logits_for(2) == 2 and loss_class(name).logits_for(10) == 10
 
 
 @pytest.mark.parametrize("name", ["s_ml", "a_ml", "s_fl", "a_fl"])
@@ -488,7 +495,7 @@ def test_invalid_hyper_parameters_raise_a_clear_error(name, hp):
 @pytest.mark.parametrize("name", ["wbce", "cbbce", "cbce", "ldam"])
 def test_missing_or_bad_class_counts_raise_a_clear_error(name):
     with pytest.raises(HightprError, match="class_counts=datamodule.class_counts"):
-        LOSSES[name]()
+        loss_class(name)()
     with pytest.raises(HightprError, match="every class"):
         make(name, counts=[100, 0])
 
@@ -513,18 +520,25 @@ def test_head_mismatch_raises_a_clear_error():
 
 # -- configs -------------------------------------------------------------------------------------
 def test_every_loss_has_a_config_naming_its_class():
-    names = {p.stem for p in CONF_LOSS.glob("*.yaml")}
-    assert names == set(LOSSES)
-    for name, cls in LOSSES.items():
+    exported = {getattr(hightpr.losses, n) for n in hightpr.losses.__all__} - {BaseLoss}
+    facts = {"class_counts": COUNTS, "num_sample_ids": 320}  # `hightpr.build.DataFacts` fields
+    built = set()
+    for name in LOSS_NAMES:
         cfg = OmegaConf.load(CONF_LOSS / f"{name}.yaml")
-        assert get_class(cfg._target_) is cls
+        cls = get_class(cfg._target_)
+        assert cls in exported, name  # a loss of `hightpr.losses`
         assert "class_counts" not in cfg  # counts come from the DataModule
-        make(name, **{k: v for k, v in cfg.items() if k != "_target_"})  # defaults are valid
+        # defaults are valid: built as the wiring builds it, with the data facts the class declares
+        loss = instantiate(cfg, **{fact: facts[fact] for fact in cls.data_facts})
+        assert type(loss) is cls and loss.class_counts == COUNTS, name
+        built.add(cls)
+    assert built == exported  # and every exported loss has a config
+    assert set(BINARY + MULTI) < set(LOSS_NAMES)
 
 
 def test_heads_requested_by_the_losses():
-    assert all(LOSSES[n].num_logits == 1 and not LOSSES[n].normed_head for n in BINARY)
-    assert all(LOSSES[n].num_logits is None for n in MULTI)
+    assert all(loss_class(n).num_logits == 1 and not loss_class(n).normed_head for n in BINARY)
+    assert all(loss_class(n).num_logits is None for n in MULTI)
     assert LDAM.normed_head and not CE.normed_head
 
 
