@@ -24,7 +24,6 @@ from hightpr.errors import DataMissingError, HightprError
 ADRENAL_DIR = "medmnist3d"
 FILES = {28: "adrenalmnist3d.npz", 64: "adrenalmnist3d_64.npz"}
 OFFICIAL_MD5 = {28: "bbd3c5a5576322bc4cdfea780653b1ce", 64: "17721accfe9fb005146a47d33bc54b2f"}
-OFFICIAL_COUNTS = {"train": 1188, "val": 98, "test": 298}
 SPLITS = ("train", "val", "test")
 
 

@@ -226,11 +226,6 @@ def verify_cifar10(root: Path, expect_per_class: tuple[int, int] | None = (5000,
     return verify_cifar(root, "cifar10", expect_per_class)
 
 
-def verify_cifar100(root: Path, expect_per_class: tuple[int, int] | None = (500, 100)) -> str:
-    """`verify_cifar` for CIFAR-100 (full set: 500 train / 100 test images per fine class)."""
-    return verify_cifar(root, "cifar100", expect_per_class)
-
-
 def missing_message(root: Path, which: str) -> str:
     name = which.lower()
     source = {"cifar100": " --download (or --from cifar-100-python.tar.gz)"}.get(name, "")
