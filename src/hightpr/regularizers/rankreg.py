@@ -103,7 +103,6 @@ class RankReg(Regularizer):
             buffer = BufferConfig(strategy="none", size=0, in_base_loss=False)
         elif not isinstance(buffer, BufferConfig):
             buffer = BufferConfig(**buffer)  # a plain mapping (Python use): the same typed checks
-        self.buffer_config = buffer
         self.in_base_loss = buffer.in_base_loss and buffer.enabled
         self.buffer = buffer.build()
         if isinstance(critical_classes, int):
