@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -128,7 +129,23 @@ def test_downstream_tools_read_batched_ensembles(ensembles, capsys):
     assert ensemble_main([str(bat_dir), "--no-csv"]) == 0
     assert "3 members (1, 2, 3)" in capsys.readouterr().out
     assert compare_main([str(seq_dir), str(bat_dir)]) == 0
-    assert "p" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # each line shows the AUC of that ensemble's saved test scores (Mann-Whitney, a tie counts half)
+    aucs = []
+    for label, run in (("A", seq_dir), ("B", bat_dir)):
+        saved = load_logits(run / "logits_test.npz")
+        pos, neg = saved["scores"][saved["labels"] == 1], saved["scores"][saved["labels"] == 0]
+        wins = (pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()
+        aucs.append(wins / (len(pos) * len(neg)))
+        shown = re.search(rf"^{label}  \S+\s+AUC (\d\.\d{{4}})   \({re.escape(str(run))}\)$", out, re.M)
+        assert shown and float(shown[1]) == pytest.approx(aucs[-1], abs=5e-5), (label, aucs[-1], out)
+    test = re.search(r"^DeLong, two-sided: AUC A - B = ([+-]\d\.\d{4}) \(SE (\d\.\d{4})\), "
+                     r"z = (\S+), p = (\S+)$", out, re.M)
+    assert test, out
+    assert float(test[1]) == pytest.approx(aucs[0] - aucs[1], abs=5e-5)
+    z, p = float(test[3]), float(test[4])
+    assert 0.0 <= p <= 1.0
+    assert p == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), abs=1e-3)  # two-sided normal p of z
 
 
 def test_members_that_stop_early_are_frozen_while_the_others_go_on(ensembles):
