@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hightpr.errors import HightprError
+from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 from hightpr.metrics.bootstrap import default_metrics, paired_bootstrap
 from hightpr.metrics.delong import delong_covariance, delong_test
@@ -97,7 +97,9 @@ def report_text(res: dict) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `hightpr-compare`; returns 2 with one `error:` line on a problem."""
     parser = argparse.ArgumentParser(
         formatter_class=HelpFormatter,
         prog="hightpr-compare",
@@ -114,16 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
-    try:
-        if args.bootstrap < 0:
-            raise HightprError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-        if not 0 < args.level < 1:
-            raise HightprError(f"--level must be in (0, 1), got {args.level} (write 0.95, not 95)")
-        res = compare(args.run_a, args.run_b, args.stage, args.bootstrap, tuple(args.tprs), args.seed,
-                      args.level)
-    except (HightprError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.bootstrap < 0:
+        raise HightprError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if not 0 < args.level < 1:
+        raise HightprError(f"--level must be in (0, 1), got {args.level} (write 0.95, not 95)")
+    res = compare(args.run_a, args.run_b, args.stage, args.bootstrap, tuple(args.tprs), args.seed, args.level)
     print(json.dumps(res, indent=2) if args.json else report_text(res))
     return 0
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from hightpr.cli.compare import load_run, run_label
-from hightpr.errors import HightprError
+from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 
 
@@ -26,7 +26,9 @@ def roc_command(args: argparse.Namespace) -> Path:
     return args.out
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `hightpr-plot`; returns 2 with one `error:` line on a problem."""
     parser = argparse.ArgumentParser(prog="hightpr-plot", description="Figures from saved runs.",
                                      formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="figure", required=True)
@@ -39,11 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     roc.add_argument("--stage", default="test", choices=("test", "val"))
     roc.add_argument("--title", default=None)
     args = parser.parse_args(argv)
-    try:
-        out = roc_command(args)
-    except (HightprError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    out = roc_command(args)
     print(f"wrote {out}")
     return 0
 

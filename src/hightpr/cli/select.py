@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hightpr.errors import HightprError, user_errors
+from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 
 GROUPS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler")
@@ -98,7 +98,9 @@ def preset(row: pd.Series, swept: list[str], source: Path) -> str:
     return "\n".join(lines) + "\n" + body
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `hightpr-select`; returns 2 with one `error:` line on a problem."""
     parser = argparse.ArgumentParser(prog="hightpr-select", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("runs_csv", type=Path, help="outputs/<name>/runs.csv of a finished grid")
@@ -107,22 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("selected_configs"),
                         help="folder for experiment/selected/<cell>.yaml (use it with --config-dir)")
     args = parser.parse_args(argv)
-    with user_errors():
-        if not args.runs_csv.is_file():
-            raise HightprError(f"{args.runs_csv}: no such runs table (outputs/<name>/runs.csv)")
-        swept = args.params.split(",") if args.params else swept_from_multirun(args.runs_csv)
-        if not swept:
-            raise HightprError("which keys were searched? pass --params reg.mu0,reg.rho "
-                               "(no multirun.yaml found)")
-        chosen = select(pd.read_csv(args.runs_csv), swept)
-        folder = args.out / "experiment" / "selected"
-        folder.mkdir(parents=True, exist_ok=True)
-        for _, row in chosen.iterrows():
-            name = cell_name(row, chosen.attrs["cell_keys"])
-            (folder / f"{name}.yaml").write_text(preset(row, swept, args.runs_csv))
-            shown = ", ".join(f"{k}={row[k]}" for k in swept)
-            print(f"{name}: {shown} ({row['_monitor']} {row[row['_monitor']]:.4f}, {int(row['candidates'])} "
-                  f"candidates) -> --config-dir {args.out} experiment=selected/{name}")
+    if not args.runs_csv.is_file():
+        raise HightprError(f"{args.runs_csv}: no such runs table (outputs/<name>/runs.csv)")
+    swept = args.params.split(",") if args.params else swept_from_multirun(args.runs_csv)
+    if not swept:
+        raise HightprError("which keys were searched? pass --params reg.mu0,reg.rho "
+                           "(no multirun.yaml found)")
+    chosen = select(pd.read_csv(args.runs_csv), swept)
+    folder = args.out / "experiment" / "selected"
+    folder.mkdir(parents=True, exist_ok=True)
+    for _, row in chosen.iterrows():
+        name = cell_name(row, chosen.attrs["cell_keys"])
+        (folder / f"{name}.yaml").write_text(preset(row, swept, args.runs_csv))
+        shown = ", ".join(f"{k}={row[k]}" for k in swept)
+        print(f"{name}: {shown} ({row['_monitor']} {row[row['_monitor']]:.4f}, {int(row['candidates'])} "
+              f"candidates) -> --config-dir {args.out} experiment=selected/{name}")
     return 0
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hightpr.errors import user_errors
+from hightpr.errors import command
 from hightpr.help import HelpFormatter
 from hightpr.tables.specs import SCALES
 
@@ -35,16 +35,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `hightpr-site`; returns 2 with one `error:` line on a problem."""
     args = parser().parse_args(argv)
-    with user_errors():
-        from hightpr.site.build import build_site
+    from hightpr.site.build import build_site
 
-        report = build_site(args.out, args.results, args.paper, tuple(args.scale or SCALES), args.render,
-                            args.table)
-        print(report.line())
-        print(f"open {(args.out / 'index.html').resolve().as_uri()}")
-        return 0
+    report = build_site(args.out, args.results, args.paper, tuple(args.scale or SCALES), args.render,
+                        args.table)
+    print(report.line())
+    print(f"open {(args.out / 'index.html').resolve().as_uri()}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hightpr.errors import user_errors
+from hightpr.errors import command
 from hightpr.help import HelpFormatter
 from hightpr.tables.specs import SCALES
 
@@ -29,25 +29,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `hightpr-status`; returns 2 with one `error:` line on a problem."""
     args = parser().parse_args(argv)
-    with user_errors():
-        from hightpr.site.model import scale_context
-        from hightpr.site.status import PoolReader, format_table_status, table_status
-        from hightpr.tables.specs import all_specs, get_spec
+    from hightpr.site.model import scale_context
+    from hightpr.site.status import PoolReader, format_table_status, table_status
+    from hightpr.tables.specs import all_specs, get_spec
 
-        paper = args.paper
-        if paper is None and not (args.results / "paper").is_dir():
-            paper = Path("results") / "paper"
-        ctx = scale_context(args.scale, args.results, paper)
-        specs = [get_spec(n) for n in args.names] if args.names else list(all_specs().values())
-        reader = PoolReader(ctx.pool)
-        if not ctx.pool.is_dir():
-            print(f"no runs at scale {args.scale}: {ctx.pool} does not exist (every planned run is missing)")
-        for spec in specs:
-            states = table_status(spec, ctx, reader)
-            print(format_table_status(spec, states, args.scale, every=bool(args.names) or args.all))
-        return 0
+    paper = args.paper
+    if paper is None and not (args.results / "paper").is_dir():
+        paper = Path("results") / "paper"
+    ctx = scale_context(args.scale, args.results, paper)
+    specs = [get_spec(n) for n in args.names] if args.names else list(all_specs().values())
+    reader = PoolReader(ctx.pool)
+    if not ctx.pool.is_dir():
+        print(f"no runs at scale {args.scale}: {ctx.pool} does not exist (every planned run is missing)")
+    for spec in specs:
+        states = table_status(spec, ctx, reader)
+        print(format_table_status(spec, states, args.scale, every=bool(args.names) or args.all))
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hightpr.errors import HightprError, user_errors
+from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 from hightpr.tables.specs import SCALES, all_specs, get_scale, get_spec
 
@@ -119,10 +119,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `hightpr-tables`; returns 2 with one `error:` line on a problem."""
     args = parser().parse_args(argv)
-    with user_errors():
-        return args.func(args)
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hightpr.errors import HightprError
+from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 from hightpr.metrics.operating_point import rates_at_threshold, threshold_at_tpr
 from hightpr.metrics.roc import fpr_at_tpr
@@ -112,6 +112,7 @@ def report_text(res: dict) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `hightpr-threshold`; returns 2 with one `error:` line on a problem."""
     parser = argparse.ArgumentParser(
@@ -129,11 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                              "promise; crc: conformal risk control, E[TPR] >= tpr; quantile: no guarantee")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    try:
-        res = thresholds(args.run_dir, args.tpr, args.delta, args.rule)
-    except (HightprError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    res = thresholds(args.run_dir, args.tpr, args.delta, args.rule)
     print(json.dumps(res, indent=2) if args.json else report_text(res))
     return 0
 

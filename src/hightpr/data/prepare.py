@@ -40,7 +40,7 @@ from hightpr.data.cifar_files import (
     write_cifar100,
     write_manifest,
 )
-from hightpr.errors import HightprError
+from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 
 TINY_DIR = "tiny-cifar10"
@@ -239,7 +239,9 @@ def prepare_cifar100(
                           "--download, or --from cifar-100-python.tar.gz / its folder")
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m hightpr.data.prepare`; returns 2 with one `error:` line on a problem."""
     parser = argparse.ArgumentParser(prog="python -m hightpr.data.prepare", description=__doc__,
                                      formatter_class=HelpFormatter)
     parser.add_argument("dataset", choices=["cifar10", "tiny", "cifar100", "tiny-cifar100",
@@ -254,32 +256,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="synthetic-mri: generator seed")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
-    try:
-        if args.dataset == "cifar10":
-            print(prepare_cifar10(data_dir, args.source, args.download, args.force))
-        elif args.dataset == "cifar100":
-            print(prepare_cifar100(data_dir, args.source, args.download, args.force))
-        elif args.dataset == "tiny-cifar100":
-            root = make_tiny_cifar100(data_dir)
-            print(f"prepared {root / CIFAR100_DIR} (synthetic, {MANIFEST} written)")
-        elif args.dataset == "melanoma":
-            from hightpr.data.melanoma import prepare_melanoma
+    if args.dataset == "cifar10":
+        print(prepare_cifar10(data_dir, args.source, args.download, args.force))
+    elif args.dataset == "cifar100":
+        print(prepare_cifar100(data_dir, args.source, args.download, args.force))
+    elif args.dataset == "tiny-cifar100":
+        root = make_tiny_cifar100(data_dir)
+        print(f"prepared {root / CIFAR100_DIR} (synthetic, {MANIFEST} written)")
+    elif args.dataset == "melanoma":
+        from hightpr.data.melanoma import prepare_melanoma
 
-            print(prepare_melanoma(data_dir, args.source, args.force))
-        elif args.dataset == "adrenal3d":
-            from hightpr.data.adrenal3d import prepare_adrenal3d
+        print(prepare_melanoma(data_dir, args.source, args.force))
+    elif args.dataset == "adrenal3d":
+        from hightpr.data.adrenal3d import prepare_adrenal3d
 
-            print(prepare_adrenal3d(data_dir, args.source, args.force))
-        elif args.dataset == "synthetic-mri":
-            from hightpr.data.synthetic_mri import write_synthetic_mri
+        print(prepare_adrenal3d(data_dir, args.source, args.force))
+    elif args.dataset == "synthetic-mri":
+        from hightpr.data.synthetic_mri import write_synthetic_mri
 
-            print(write_synthetic_mri(data_dir, ratio=args.ratio, seed=args.seed, force=args.force))
-        else:
-            root = make_tiny_cifar10(data_dir)
-            print(f"prepared {root / CIFAR10_DIR} (synthetic, {MANIFEST} written)")
-    except HightprError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        print(write_synthetic_mri(data_dir, ratio=args.ratio, seed=args.seed, force=args.force))
+    else:
+        root = make_tiny_cifar10(data_dir)
+        print(f"prepared {root / CIFAR10_DIR} (synthetic, {MANIFEST} written)")
     return 0
 
 
