@@ -178,14 +178,23 @@ def test_too_few_positives_give_a_note_not_an_error():
     assert "threshold" in ops["95tpr"] and "np_test_tpr" not in ops["95tpr"]
 
 
-def test_evaluator_passes_its_delta():
+@pytest.mark.parametrize("delta, k", [
+    # 60 validation positives, target TPR 0.9: k is the largest with P(Binomial(60, 0.1) <= k - 1) <= delta
+    # P(<= 1) = 0.0138 <= 0.05 < P(<= 2) = 0.0530;  P(<= 3) = 0.1374 <= 0.2 < P(<= 4) = 0.2710
+    (0.05, 2), (0.2, 4),
+])
+def test_evaluator_passes_its_delta(delta, k):
     val_s, val_y = sample(9, 60, 60)
     test_s, test_y = sample(10, 60, 60)
-    ev = BinaryEvaluator(operating_tprs=(0.9,), delta=0.2)
-    assert ev.delta == 0.2
+    assert brute_k(60, 0.9, delta) == k
+    ev = BinaryEvaluator(operating_tprs=(0.9,), delta=delta)
     ops = ev.operating_points({"scores": val_s, "labels": val_y}, {"scores": test_s, "labels": test_y})
     op = ops["90tpr"]
-    assert op["np_delta"] == 0.2 and op["np_threshold"] == brute_threshold(val_s, val_y, 0.9, 0.2)
+    pos = np.sort(val_s[val_y == 1])  # no ties: normal scores
+    # the k-th lowest validation positive: a larger delta allows more positives below the threshold
+    assert op["np_delta"] == delta and op["np_threshold"] == pos[k - 1]
+    assert op["np_val_tpr"] == pytest.approx((60 - k + 1) / 60)
+    assert op["np_test_tpr"] == pytest.approx(np.mean(test_s[test_y == 1] >= pos[k - 1]))
 
 
 # -- the command ------------------------------------------------------------------------------------
