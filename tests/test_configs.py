@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import inspect
+import typing
+
 import pytest
+import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
+import hightpr.losses
 from tests.conftest import CONF_PATH
 
 CONF = CONF_PATH
@@ -26,14 +35,99 @@ def selector(group: str, option: str) -> str:
     return f"{head}={rest}/{option}" if head == "experiment" and rest else f"{group}={option}"
 
 
+# the groups that configure one component each (`ensemble` holds plain settings, no component)
+COMPONENTS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler", "logger", "trainer")
+LOSS_CLASSES = [getattr(hightpr.losses, n) for n in hightpr.losses.__all__]
+
+
+def expected_type(target: str) -> type:
+    """What a `_target_` builds: the class itself, or what a factory function is annotated to return."""
+    obj = get_object(target)
+    if isinstance(obj, type):
+        return obj
+    hint = typing.get_type_hints(obj)["return"]
+    return typing.get_origin(hint) or hint
+
+
+def build_component(cfg, group: str, tmp_path):
+    """`instantiate` of the group's node, given what the wiring (`hightpr.build`) gives it, with small
+    stand-ins for the data (class counts, sample ids, a positive mask) and for a missing GPU; a partial
+    (optimizer, scheduler, sampler) is called as the wiring calls it. Returns (component, its type)."""
+    node = cfg[group]
+    if group == "trainer":
+        own = inspect.signature(pl.Trainer.__init__).parameters
+        args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in own}
+        if args.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+            args.update(accelerator="cpu", devices=1)  # stands in for the GPU this machine lacks
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path), **args)
+        assert (trainer.max_epochs, trainer.precision) == (node.max_epochs, node.precision)
+        return trainer, pl.Trainer
+    if not node or node.get("_target_") is None:  # logger=none, scheduler=none: nothing to build
+        return None, type(None)
+    target = str(node._target_)
+    if group == "loss":
+        critical = cfg.dataset.get("critical_classes")
+        counts = [500 - 4 * c for c in range(100)] if critical else [90, 10]  # 100 classes or binary
+        facts = {"class_counts": counts, "num_sample_ids": sum(counts)}
+        loss = instantiate(node, **{f: facts[f] for f in get_object(target).data_facts})
+        return loss, expected_type(target)
+    if group == "model":
+        return instantiate(node, num_logits=2, normed_head=False), expected_type(target)
+    if group == "reg":
+        return instantiate(node, num_sample_ids=100), expected_type(target)
+    if group == "logger":
+        cls = get_object(target)
+        assert issubclass(cls, pl.loggers.Logger)
+        extra = {"WandbLogger": "wandb"}.get(cls.__name__)
+        if extra and importlib.util.find_spec(extra) is None:  # an optional extra not installed here:
+            return cls, type                                   # its class is checked, not built
+        return instantiate(node, save_dir=str(tmp_path)), cls
+    built = instantiate(node)
+    if node.get("_partial_"):
+        assert isinstance(built, functools.partial) and built.func is get_object(target)
+    if group == "optimizer":  # the model's weights, and what a loss prescribing it hands over (PESG)
+        prescribing = [c for c in LOSS_CLASSES if c.required_optimizer == target]
+        extra = prescribing[0]().optimizer_kwargs() if prescribing else {}
+        built = built([torch.nn.Parameter(torch.zeros(3))], **extra)
+    elif group == "scheduler":
+        built = built(torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1))
+    elif group == "sampler":
+        built = built(torch.tensor([1, 0, 0, 0, 1, 0, 0, 0]), 4)  # the training positives, the batch size
+        batches = [list(batch) for batch in built]
+        assert batches and all(0 < len(b) <= 4 and set(b) <= set(range(8)) for b in batches), batches
+    return built, expected_type(target)
+
+
+def components_of(group: str, cfg) -> list[str]:
+    """The components an option sets: its own group's, or for an experiment every component it
+    changes from the default composition."""
+    head = group.split("/")[0]  # reg/buffer: RankReg's buffer is built by RankReg
+    if head in COMPONENTS:
+        return [head]
+    if head == "hparams_search":  # a sweep over keys of other options (checked in the test), no component
+        return []
+    default = composed()
+    return [g for g in COMPONENTS if cfg.get(g) != default.get(g)]
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_resolves(group, option):
+def test_option_composes_and_resolves(group, option, tmp_path):
     if option.startswith("optuna"):
         pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'hightpr[optuna]'")
     cfg = composed(*NEEDS.get(group, []), selector(group, option))
     for key in RESOLVED:
         if cfg.get(key) is not None:
             OmegaConf.to_container(cfg[key], resolve=True)
+    if group == "hparams_search":  # it sweeps settings of the components
+        swept = OmegaConf.load(CONF / group / f"{option}.yaml").hydra.sweeper.params
+        assert swept and {str(k).split(".")[0] for k in swept} <= {*COMPONENTS, "seed"}, dict(swept)
+    for component in components_of(group, cfg):
+        built, kind = build_component(cfg, component, tmp_path)
+        assert isinstance(built, kind), (component, type(built), kind)
+        if component == "reg" and group == "reg/buffer":  # the buffer the option names, or none
+            b = cfg.reg.buffer
+            named = (b.strategy, b.size) if b.strategy != "none" and b.size > 0 else None
+            assert (None if built.buffer is None else (built.buffer.strategy, built.buffer.size)) == named
 
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
