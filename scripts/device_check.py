@@ -200,7 +200,7 @@ def part_versions(args, part: Part) -> None:
     if args.device == "cuda" and not cuda:
         raise RuntimeError("--device cuda: torch sees no CUDA device")
     import hightpr  # noqa: F401 - the project imports here (hydra and omegaconf included)
-    from hightpr.cli.train import compose_config  # noqa: F401
+    from hightpr.config import compose_config  # noqa: F401
 
 
 # -- prepare -------------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def _lightning_epoch_clock(sink: list[float]):
     """Each Lightning epoch's wall time (training and its validation) appended to `sink`."""
     import pytorch_lightning as pl
 
-    import hightpr.cli.train as cli_train
+    import hightpr.training as training
 
     class Clock(pl.Callback):
         def on_train_epoch_start(self, trainer, module) -> None:
@@ -288,18 +288,18 @@ def _lightning_epoch_clock(sink: list[float]):
         def on_train_epoch_end(self, trainer, module) -> None:
             sink.append(round(time.perf_counter() - self.start, 3))
 
-    real = cli_train.build_trainer
+    real = training.build_trainer
 
     def build_trainer(*a, **k):
         trainer = real(*a, **k)
         trainer.callbacks.append(Clock())
         return trainer
 
-    cli_train.build_trainer = build_trainer
+    training.build_trainer = build_trainer
     try:
         yield
     finally:
-        cli_train.build_trainer = real
+        training.build_trainer = real
 
 
 def _steady(durations: list[float]) -> float | None:
@@ -312,7 +312,8 @@ def part_protocol(args, part: Part) -> None:
     import bench_train
     import torch
 
-    from hightpr.cli.train import compose_config, train
+    from hightpr.config import compose_config
+    from hightpr.training import train
 
     s = _setup(args)
     members, epochs, out = s["members"], s["epochs"], args.scratch / "protocol"
@@ -365,8 +366,9 @@ def part_protocol(args, part: Part) -> None:
 def part_correctness(args, part: Part) -> None:
     import numpy as np
 
-    from hightpr.cli.train import compose_config, train
+    from hightpr.config import compose_config
     from hightpr.runs import load_logits
+    from hightpr.training import train
 
     s = _setup(args)
     n, epochs, out = s["check_members"], s["check_epochs"], args.scratch / "correctness"

@@ -67,8 +67,9 @@ def run_train(data_dir: Path, work_dir: Path, *overrides: str, fast: bool = True
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from hightpr.cli.train import compose_config, train
+    from hightpr.config import compose_config
     from hightpr.errors import user_errors
+    from hightpr.training import train
 
     runs_csv = work_dir / "outputs" / name / "runs.csv"
     stream = io.StringIO()

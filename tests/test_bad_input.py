@@ -21,8 +21,8 @@ import pytest
 import torch
 from hydra.errors import HydraException
 
-from hightpr.build import composition_message
-from hightpr.cli.train import compose_config
+from hightpr.checks import composition_message
+from hightpr.config import compose_config
 from hightpr.data import prepare
 from hightpr.data.cifar_files import CIFAR10_DIR, MANIFEST, repair_command
 from hightpr.data.prepare import make_tiny_cifar10

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from hightpr.build import build_datamodule, build_module
 from hightpr.cli.compare import main as compare_main
 from hightpr.cli.ensemble import main as ensemble_main
-from hightpr.cli.train import compose_config
+from hightpr.config import compose_config
 from hightpr.data.augment import apply_crop_flip, crop_flip_draws, random_crop_flip
 from hightpr.models.resnet import resnet10, resnet32
 from hightpr.runs import load_logits
-from hightpr.stacked import NotStackable, StackedModel
-from hightpr.stacked.selection import BestEpoch, EarlyStopping
+from hightpr.stacked.layers import NotStackable
+from hightpr.stacked.model import StackedModel
+from hightpr.stacked.selection import BestSoFar, Patience
 from hightpr.stacked.streams import MemberStreams
 from tests.conftest import run_train
 
@@ -307,8 +308,7 @@ def test_forward_and_compile_settings_are_refused_when_bad(train, override, said
 
 
 def test_forward_and_compile_change_no_run_or_ensemble_key(tiny_data_dir):
-    from hightpr.ensemble import ensemble_key, run_key
-    from hightpr.tables.specs import execution_only
+    from hightpr.identity import ensemble_key, execution_only, run_key
 
     base = [f"paths.data_dir={tiny_data_dir}", "dataset=tiny", "ensemble.members=3"]
     plain = compose_config(base)
@@ -408,7 +408,7 @@ def test_crop_flip_draws_then_applies_what_random_crop_flip_does():
 
 # -- best epoch and early stopping ---------------------------------------------------------------
 def test_best_epoch_breaks_ties_by_the_lower_validation_loss_and_keeps_the_earlier_on_nan():
-    best = BestEpoch()
+    best = BestSoFar()
     assert best.improves(0.9, 0.5)
     best.keep(0.9, 0.5, 0, 10, {})
     assert not best.improves(0.8, 0.1) and best.improves(0.95, 9.0)
@@ -417,9 +417,9 @@ def test_best_epoch_breaks_ties_by_the_lower_validation_loss_and_keeps_the_earli
 
 
 def test_early_stopping_waits_patience_epochs_without_improvement():
-    stop = EarlyStopping(patience=2)
+    stop = Patience(patience=2)
     assert [stop.should_stop(v) for v in (0.5, 0.6, 0.6, 0.59)] == [False, False, False, True]
-    assert EarlyStopping(patience=5).should_stop(float("nan"))
+    assert Patience(patience=5).should_stop(float("nan"))
 
 
 def test_batched_training_logs_nothing_it_does_not_say(ensembles):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hightpr.build import DataFacts, build_loss, check_input, check_keys, trainer_arguments
-from hightpr.cli.train import compose_config
+from hightpr.build import DataFacts, build_loss, check_input
+from hightpr.checks import check_keys, trainer_arguments
+from hightpr.config import compose_config
 from hightpr.ensemble import task_of_run
 from hightpr.errors import HightprError
 from hightpr.losses import BaseLoss
@@ -46,10 +47,12 @@ def test_task_round_trips_and_is_what_ensembles_use(tmp_path):
     task = Task(10, (9, 8))
     assert Task.from_dict(task.to_dict()) == task and task.kind == "multiclass"
     save_metrics(tmp_path, {"task": task.to_dict()})
-    assert task_of_run(tmp_path, 10) == task
-    assert task_of_run(tmp_path / "nothing-recorded", 2) == Task()
-    with pytest.raises(HightprError, match="--critical"):
-        task_of_run(tmp_path / "nothing-recorded", 10)
+    assert task_of_run(tmp_path) == task
+    (tmp_path / "binary").mkdir()
+    save_metrics(tmp_path / "binary", {"task": Task().to_dict()})
+    assert task_of_run(tmp_path / "binary") == Task()
+    with pytest.raises(HightprError, match="--critical"):  # nothing recorded: guessed never
+        task_of_run(tmp_path / "nothing-recorded")
 
 
 def test_task_refuses_heads_that_cannot_express_it():

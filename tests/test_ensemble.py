@@ -12,11 +12,13 @@ from hydra import compose, initialize_config_dir
 from sklearn.metrics import roc_auc_score
 
 from hightpr.cli.ensemble import main as ensemble_main
-from hightpr.cli.ensemble import train_members
-from hightpr.ensemble import aggregate, average_logits, ensemble_key, member_dir, member_summary
+from hightpr.ensemble import aggregate, average_logits, member_dir, member_summary
 from hightpr.errors import HightprError
+from hightpr.identity import ensemble_key
 from hightpr.metrics import binary_report
 from hightpr.runs import append_run, load_logits, save_logits, save_metrics
+from hightpr.task import Task
+from hightpr.training import train_members
 from tests.conftest import CONF_PATH
 
 N_TEST, N_VAL = 60, 30
@@ -48,7 +50,8 @@ def fake_member(run_dir: Path, seed: int, num_logits: int = 2, val_ids_offset: i
         metrics[stage] = (binary_report(out["scores"], out["labels"]) if num_logits <= 2 else
                           {"accuracy": float((out["logits"].argmax(1) == out["labels"]).mean())})
     (run_dir / "config_resolved.yaml").write_text(f"seed: {seed}\n")
-    save_metrics(run_dir, metrics)
+    recorded = {"task": Task().to_dict()} if num_logits <= 2 else {}  # multi-class: --critical names it
+    save_metrics(run_dir, {**metrics, **recorded})
     return metrics
 
 
@@ -119,14 +122,15 @@ def test_member_summary_is_the_population_std_of_alm_tables_10_11():
     assert member_summary([{"auc": 0.7}]) == ({"auc": 0.7}, {"auc": 0.0})
 
 
-def test_multiclass_members_use_the_critical_classes_of_their_config(tmp_path):
+def test_multiclass_members_use_the_critical_classes_they_recorded(tmp_path):
     edir = tmp_path / "ens"
     for m in (1, 2):
         fake_member(member_dir(edir, m), seed=m, num_logits=4)
-    with pytest.raises(HightprError, match="--critical"):
+    with pytest.raises(HightprError, match="--critical"):  # nothing recorded: never guessed
         aggregate(edir)
     for m in (1, 2):
-        (member_dir(edir, m) / "config_resolved.yaml").write_text("dataset:\n  critical_classes: [3]\n")
+        path = member_dir(edir, m) / "metrics.json"
+        save_metrics(path.parent, {**json.loads(path.read_text()), "task": Task(4, (3,)).to_dict()})
     metrics = aggregate(edir)
     ids, labels, mean = mean_by_id([member_dir(edir, m) / "logits_test.npz" for m in (1, 2)])
     assert metrics["test"]["accuracy"] == pytest.approx((mean.argmax(1) == labels).mean())
@@ -156,13 +160,13 @@ class FakeRun:
 
 def test_seven_of_ten_present_trains_only_the_three_missing(tmp_path):
     first = FakeRun()
-    train_members(compose_cfg(tmp_path, "ensemble.members=7"), first)
+    train_members(compose_cfg(tmp_path, "ensemble.members=7"), batched=False, run_fn=first)
     assert [c[0] for c in first.calls] == [1, 2, 3, 4, 5, 6, 7]
     edir = first.calls[0][2].parent
     before = {m: (member_dir(edir, m) / "metrics.json").stat().st_mtime_ns for m in range(1, 8)}
 
     again = FakeRun()
-    metrics = train_members(compose_cfg(tmp_path, "ensemble.members=10"), again)
+    metrics = train_members(compose_cfg(tmp_path, "ensemble.members=10"), batched=False, run_fn=again)
     assert [(m, seed) for m, seed, _ in again.calls] == [(8, 8), (9, 9), (10, 10)]
     assert all(d == member_dir(edir, m) for m, _, d in again.calls)
     after = {m: (member_dir(edir, m) / "metrics.json").stat().st_mtime_ns for m in range(1, 8)}
@@ -176,17 +180,18 @@ def test_seven_of_ten_present_trains_only_the_three_missing(tmp_path):
 def test_one_member_per_job_and_unfinished_attempts_are_handed_to_the_run(tmp_path):
     fake = FakeRun()
     cfg = compose_cfg(tmp_path, "ensemble.member=3", "ensemble.base_seed=100")
-    out = train_members(cfg, fake)
+    out = train_members(cfg, batched=False, run_fn=fake)
     assert [(m, seed) for m, seed, _ in fake.calls] == [(3, 103)]
     edir = fake.calls[0][2].parent
     assert out["member"] == 3 and not (edir / "metrics.json").exists()  # no aggregation
-    train_members(cfg, fake)  # finished: not trained again
+    train_members(cfg, batched=False, run_fn=fake)  # finished: not trained again
     assert len(fake.calls) == 1
 
     stale = member_dir(edir, 4)
     (stale / "checkpoints").mkdir(parents=True)
     (stale / "checkpoints" / "old.ckpt").write_text("x")
-    train_members(compose_cfg(tmp_path, "ensemble.member=4", "ensemble.base_seed=100"), fake)
+    train_members(compose_cfg(tmp_path, "ensemble.member=4", "ensemble.base_seed=100"), batched=False,
+                  run_fn=fake)
     assert fake.calls[-1][0] == 4  # the run resumes it or clears it (tests/test_resume.py)
 
 
@@ -197,7 +202,8 @@ def test_member_config_points_outputs_to_the_member_dir(tmp_path):
         seen.append((str(run_dir), cfg.ensemble.key, cfg.dataset.seed))
         return fake_member(Path(run_dir), 1)
 
-    train_members(compose_cfg(tmp_path, "ensemble.member=2", "ensemble.key=mine"), capture)
+    train_members(compose_cfg(tmp_path, "ensemble.member=2", "ensemble.key=mine"), batched=False,
+                  run_fn=capture)
     edir = tmp_path / "t" / "ensembles" / "mine"
     assert seen == [(str(member_dir(edir, 2)), "mine", 2)]
 
@@ -223,7 +229,7 @@ def test_ensemble_key_ignores_seed_member_and_paths_only(tmp_path):
 )
 def test_bad_ensemble_settings(tmp_path, overrides, message):
     with pytest.raises(HightprError, match=message):
-        train_members(compose_cfg(tmp_path, *overrides), FakeRun())
+        train_members(compose_cfg(tmp_path, *overrides), batched=False, run_fn=FakeRun())
 
 
 # -- hightpr-ensemble -----------------------------------------------------------------------------

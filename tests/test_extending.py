@@ -80,7 +80,7 @@ def test_the_guides_promises_about_errors(user_project, train, overrides, messag
 
 
 def test_the_guides_preset_composes(user_project):
-    from hightpr.cli.train import compose_config
+    from hightpr.config import compose_config
 
     configs = user_project / "my_configs"
     (configs / "experiment").mkdir()
@@ -93,7 +93,7 @@ def test_the_guides_preset_composes(user_project):
 
 
 def test_the_guides_dataset_brings_its_model(user_project):
-    from hightpr.cli.train import compose_config
+    from hightpr.config import compose_config
 
     cfg = compose_config([f"hydra.searchpath=[file://{user_project / 'my_configs'}]", "dataset=my_scans"])
     assert cfg.model._target_.endswith("cnn3d") and cfg.dataset._target_ == "my_data.ScansDataModule"

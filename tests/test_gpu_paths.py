@@ -19,13 +19,13 @@ import pytorch_lightning as pl
 import torch
 
 from hightpr.build import build_datamodule, build_module
-from hightpr.cli.train import compose_config
+from hightpr.config import compose_config
 from hightpr.models.resnet import resnet10
 from hightpr.runs import load_logits
-from hightpr.stacked import StackedModel
 from hightpr.stacked.data import MemberData
-from hightpr.stacked.forward import Stacked
+from hightpr.stacked.forward import StackedNetwork
 from hightpr.stacked.layers import StackedConv
+from hightpr.stacked.model import StackedModel
 from hightpr.stacked.streams import MemberStreams
 from tests.conftest import ROOT, run_train
 
@@ -126,7 +126,7 @@ def test_channels_last_stacked_network_steps_its_members_in_place():
     torch.manual_seed(0)
     models = [resnet10(width=4) for _ in range(2)]
     x = torch.randn(2, 3, 3, 32, 32)
-    forward = Stacked(models, channels_last=True, check=x[0])  # what make_forward builds for a CUDA sample
+    forward = StackedNetwork(models, channels_last=True, check=x[0])  # make_forward on a CUDA sample
     # the CPU's per-member stem is NCHW only (in channels-last its backward corrupted the heap)
     assert not any(m.per_member for m in forward.stacked.modules() if isinstance(m, StackedConv))
     out = forward.train(x)

@@ -111,7 +111,7 @@ def test_local_parallel_sweep_then_relaunch_trains_nothing(tiny_data_dir, tmp_pa
 
 def test_lightning_does_not_requeue_slurm_jobs_itself(monkeypatch, tmp_path):
     from hightpr.build import build_trainer
-    from hightpr.cli.train import compose_config
+    from hightpr.config import compose_config
 
     for key, value in {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "hightpr",
                        "SLURM_NODELIST": "node1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}.items():
@@ -140,8 +140,8 @@ def test_tensorboard_logger_writes_events(train):
 
 
 def test_wandb_groups_the_members_of_an_ensemble(tmp_path):
-    from hightpr.cli.ensemble import member_config
-    from hightpr.cli.train import compose_config
+    from hightpr.config import compose_config
+    from hightpr.ensemble import member_config
 
     cfg = compose_config(["logger=wandb", "ensemble.members=3", "logger.tags=[rankreg-t1,bce]"])
     member = member_config(cfg, 2, tmp_path / "ensembles" / "tiny-bce-none-abc")

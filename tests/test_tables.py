@@ -121,11 +121,11 @@ def test_claim_verdicts_tell_a_tie_from_a_significant_reversal():
 
 
 def test_dry_composes_and_validates_every_run_and_trains_nothing(tmp_path, monkeypatch):
-    import hightpr.build
+    import hightpr.checks
 
     checked = []
-    real = hightpr.build.check_keys
-    monkeypatch.setattr(hightpr.build, "check_keys",
+    real = hightpr.checks.check_keys
+    monkeypatch.setattr(hightpr.checks, "check_keys",
                         lambda cfg: (checked.append(cfg.loss._target_), real(cfg)))
     ctx = context(tmp_path)
     spec = get_spec("rankreg-t1")

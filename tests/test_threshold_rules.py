@@ -18,10 +18,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from hightpr.build import check_keys
+from hightpr.checks import check_keys
 from hightpr.cli.threshold import main as threshold_main
-from hightpr.ensemble import run_key
 from hightpr.errors import HightprError
+from hightpr.identity import run_key
 from hightpr.metrics import RULES, check_rule, np_threshold, rule_threshold
 from hightpr.metrics.evaluators import BinaryEvaluator
 from hightpr.metrics.operating_point import np_operating_point, operating_points, rule_operating_point

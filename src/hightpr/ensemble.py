@@ -12,32 +12,23 @@ so re-running the same command finds the members that already finished.
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hightpr.errors import HightprError
+from hightpr.identity import ensemble_key
 from hightpr.metrics.evaluators import Evaluator
-from hightpr.runs import flatten, load_logits, save_logits, save_metrics
+from hightpr.runs import append_run, flatten, load_logits, save_logits, save_metrics
 from hightpr.task import Task
 
 MEMBER_PREFIX = "member_"
-# Config parts that do not change what a member learns: they stay out of the ensemble key.
-KEY_IGNORED_TOP = ("seed", "name", "paths", "ensemble", "logger", "hydra", "resume")
-KEY_IGNORED = {
-    "dataset": ("seed", "root", "eval_batch_size"),
-    "trainer": ("enable_progress_bar", "num_threads", "log_every_n_steps", "enable_model_summary",
-                "accelerator", "devices", "eval_batch_size", "deterministic"),
-}
-# keys added after runs were committed: left out of the digest while at their default, so the
-# folders of earlier runs keep their names; any other value separates the runs as usual
-KEY_DEFAULTS = {"evaluation": {"threshold_rule": "np"}}
-KEY_CHOICES = ("dataset", "loss", "reg")
 
 
 # -- layout --------------------------------------------------------------------------------------
@@ -61,48 +52,35 @@ def finished_members(ensemble_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def key_content(cfg: DictConfig) -> dict:
-    """The resolved config minus seed, paths, logging and the ensemble settings."""
-    content = {}
-    for key in cfg:
-        if key in KEY_IGNORED_TOP:
-            continue
-        node = cfg[key]
-        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        if isinstance(value, dict):
-            defaults = KEY_DEFAULTS.get(key, {})
-            value = {k: v for k, v in value.items() if k not in KEY_IGNORED.get(key, ())
-                     and not (k in defaults and v == defaults[k])}
-        content[key] = value
-    return content
+def positive_int(value, name: str) -> int | None:
+    """`ensemble.members` / `ensemble.member`: null or a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HightprError(f"{name} must be a positive integer (e.g. {name}=10), got {value!r}")
+    return value
 
 
-def ensemble_key(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> str:
-    """Readable, stable folder name: `<dataset>-<loss>-<reg>-<digest of the config>`.
-
-    Two configurations get the same key only if they differ in nothing but the ignored parts
-    (seed, paths, logging, cosmetics of the trainer), so a finished member is found again.
-    """
-    digest = _digest(key_content(cfg))
-    parts = _choice_parts(choices)
-    return "-".join([*parts, digest]) if parts else f"ens-{digest}"
+def ensemble_requested(cfg: DictConfig) -> bool:
+    """`ensemble.members=N` or `ensemble.member=M` asks for an ensemble (or one of its members)."""
+    ens = cfg.get("ensemble")
+    return ens is not None and (ens.get("members") is not None or ens.get("member") is not None)
 
 
-def run_key(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> str:
-    """The folder name of a single run: `<dataset>-<loss>-<reg>-s<seed>-<digest>`, the ensemble
-    key's content plus the seed. The same command (or the same job of a sweep) finds its run again:
-    finished, it is not retrained; interrupted, it resumes."""
-    digest = _digest({"seed": cfg.get("seed"), **key_content(cfg)})
-    return "-".join([*_choice_parts(choices), f"s{cfg.get('seed')}", digest])
+def ensemble_dir_of(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> Path:
+    """`<output_root>/<name>/ensembles/<key>`; the key is `ensemble.key` or derived from the config."""
+    key = cfg.ensemble.get("key") or ensemble_key(cfg, choices)
+    return Path(cfg.paths.output_root) / str(cfg.name) / "ensembles" / str(key)
 
 
-def _digest(content: dict) -> str:
-    return hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def _choice_parts(choices: Mapping[str, str] | None) -> list[str]:
-    choices = choices or {}
-    return [str(choices[g]).replace("/", "_") for g in KEY_CHOICES if choices.get(g)]
+def member_config(cfg: DictConfig, member: int, ensemble_dir: Path) -> DictConfig:
+    """The run config of member `member`: seed base_seed + member, outputs in its member dir."""
+    mcfg = copy.deepcopy(cfg)
+    with open_dict(mcfg):
+        mcfg.seed = int(cfg.ensemble.get("base_seed") or 0) + member
+        mcfg.ensemble.member = member
+        mcfg.ensemble.key = ensemble_dir.name
+    return mcfg
 
 
 # -- logit averaging -----------------------------------------------------------------------------
@@ -151,27 +129,19 @@ def member_summary(reports: Sequence[Mapping[str, float]]) -> tuple[dict[str, fl
     return mean, std
 
 
-def task_of_run(run_dir: Path, num_logits: int) -> Task:
-    """The task a member trained on: as its metrics.json records it (runs of earlier versions: the
-    `dataset.critical_classes` of its config, the rule the training wiring applies)."""
+def task_of_run(run_dir: Path) -> Task:
+    """The task a member trained on, as its metrics.json records it."""
     metrics = Path(run_dir) / "metrics.json"
     recorded = json.loads(metrics.read_text()).get("task") if metrics.is_file() else None
-    if recorded:
-        return Task.from_dict(recorded)
-    path = Path(run_dir) / "config_resolved.yaml"
-    dataset = (OmegaConf.load(path).get("dataset") or {}) if path.is_file() else {}
-    critical = dataset.get("critical_classes")
-    if critical:
-        return Task(num_logits, tuple(int(c) for c in critical))
-    if num_logits > 2:
-        raise HightprError(f"the members have {num_logits} logits (multi-class) and record no critical "
-                           "classes: pass them, e.g. hightpr-ensemble DIR --critical 9")
-    return Task()
+    if not recorded:
+        raise HightprError(f"{metrics} records no task (binary, or multi-class with its critical classes): "
+                           "pass them, e.g. hightpr-ensemble DIR --critical 9, or re-run that member")
+    return Task.from_dict(recorded)
 
 
-def evaluator_of_run(run_dir: Path, num_logits: int) -> Evaluator:
+def evaluator_of_run(run_dir: Path) -> Evaluator:
     """The evaluator a member used: its task's, with the member's `evaluation` settings (binary)."""
-    task = task_of_run(run_dir, num_logits)
+    task = task_of_run(run_dir)
     path = Path(run_dir) / "config_resolved.yaml"
     settings = OmegaConf.load(path).get("evaluation") if path.is_file() else None
     if not task.binary or settings is None:
@@ -203,7 +173,7 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     names = [p.name for p in members.values()]
     member_metrics = [json.loads((p / "metrics.json").read_text()) for p in members.values()]
     test = average_logits([load_logits(p / "logits_test.npz") for p in members.values()], names)
-    evaluator = evaluator or evaluator_of_run(next(iter(members.values())), test["logits"].shape[1])
+    evaluator = evaluator or evaluator_of_run(next(iter(members.values())))
     outputs = {"test": _with_scores(test, evaluator)}
     val_files = [p / "logits_val.npz" for p in members.values()]
     if all(f.is_file() for f in val_files):
@@ -252,3 +222,61 @@ def ensemble_row(ensemble_dir: Path, metrics: Mapping, member_row: Mapping[str, 
     row.update({f"member_std_{k}": v for k, v in metrics["member_std"].items()})
     return row
 
+
+
+def _member_row(runs_csv: Path | None, member_dirs: list[Path]) -> dict | None:
+    """The runs.csv row of one of the members (its config columns describe the ensemble)."""
+    import pandas as pd
+
+    if runs_csv is None or not runs_csv.is_file():
+        return None
+    rows = pd.read_csv(runs_csv)
+    if "run_dir" not in rows:
+        return None
+    wanted = {str(p) for p in member_dirs} | {str(p.resolve()) for p in member_dirs}
+    hits = rows[rows["run_dir"].astype(str).isin(wanted)]
+    if hits.empty:
+        return None
+    return {k: v for k, v in hits.iloc[-1].items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def finish(ensemble_dir: Path, runs_csv: Path | None, evaluator: Evaluator | None = None) -> dict:
+    """Aggregate the finished members and append the ensemble's row to `runs_csv` (if given)."""
+    metrics = aggregate(ensemble_dir, evaluator)
+    if runs_csv is not None:
+        member_dirs = [Path(m["run_dir"]) for m in metrics["members"]]
+        append_run(runs_csv, ensemble_row(ensemble_dir, metrics, _member_row(runs_csv, member_dirs)))
+    return metrics
+
+
+def unfinished_members(ensemble_dir: Path) -> list[str]:
+    """The member dirs of `ensemble_dir` that hold no finished run (left out of its aggregate)."""
+    done = {p.name for p in finished_members(ensemble_dir).values()}
+    return sorted(p.name for p in Path(ensemble_dir).glob(f"{MEMBER_PREFIX}*")
+                  if p.is_dir() and p.name not in done)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def summary_text(ensemble_dir: Path, metrics: Mapping) -> str:
+    """The ensemble's test metrics beside the members' mean ± std, and its operating points."""
+    ids = [m["member"] for m in metrics["members"]]
+    lines = [f"ensemble {ensemble_dir}: {len(ids)} members ({', '.join(map(str, ids))})",
+             f"{'test':<12}{'ensemble':>10}   members mean ± std"]
+    for key, value in metrics["test"].items():
+        if key.startswith("n_"):
+            continue
+        mean, std = metrics["member_mean"].get(f"test_{key}"), metrics["member_std"].get(f"test_{key}")
+        lines.append(f"{key:<12}{value:>10.4f}   {_fmt(mean)} ± {_fmt(std)}")
+    for name, op in metrics.get("operating_point", {}).items():
+        lines.append(f"operating point {name} (threshold {op['threshold']:.4g} from validation): "
+                     f"test TPR {op['test_tpr']:.4f}, FPR {op['test_fpr']:.4f}")
+        if op.get("np_threshold") is not None:
+            lines.append(f"  guaranteed (P(TPR < target) <= {op['np_delta']:g}): threshold "
+                         f"{op['np_threshold']:.4g}, test TPR {op['np_test_tpr']:.4f}, "
+                         f"FPR {op['np_test_fpr']:.4f}")
+        elif op.get("np_note"):
+            lines.append(f"  guaranteed: {op['np_note']}")
+    return "\n".join(lines)

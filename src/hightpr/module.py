@@ -91,13 +91,7 @@ class HighTPRModule(pl.LightningModule):
         if not parts:
             return {}
         logits, labels, ids = self._whole_split(*(torch.cat(t) for t in zip(*parts, strict=True)))
-        loss = self._split_loss(logits, labels, ids)
-        logits, labels, ids = logits.float().cpu().numpy(), labels.cpu().numpy(), ids.cpu().numpy()
-        self.outputs[stage] = {"scores": self.evaluator.scores(logits), "labels": labels,
-                               "ids": ids.astype(np.int64), "logits": logits}
-        report = self.evaluator(logits, labels)
-        if loss is not None:
-            report["loss"] = loss  # the base loss on the split: breaks ties of the best epoch
+        report, self.outputs[stage] = split_report(self.evaluator, self.loss, logits, labels, ids)
         self.reports[stage] = report
         for key, value in report.items():
             self.log(f"{stage}/{key}", float(value), prog_bar=key == self.evaluator.monitor)
@@ -118,13 +112,6 @@ class HighTPRModule(pl.LightningModule):
         first[1:] = sorted_ids[1:] != sorted_ids[:-1]
         keep = order[first]
         return logits[keep], labels[keep], ids[keep]
-
-    @torch.no_grad()
-    def _split_loss(self, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> float | None:
-        """The base loss over a whole evaluation split (mean over samples), None for stateful losses."""
-        if self.loss.stateful or len(labels) == 0:
-            return None
-        return float(self.loss(logits.float(), labels, ids))
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("val", batch)
@@ -148,3 +135,21 @@ class HighTPRModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+@torch.no_grad()
+def split_report(evaluator: Evaluator, loss: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+                 ids: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """A whole evaluation split's report and outputs (rows by ascending sample id), as both training
+    paths log and save them: the evaluator's metrics plus the base loss over the split (`loss`, the
+    best epoch's tie-break; none for a stateful loss, whose value depends on its training state)."""
+    order = torch.argsort(ids, stable=True)
+    logits, labels, ids = logits[order], labels[order], ids[order]
+    value = None if loss.stateful or len(labels) == 0 else float(loss(logits.float(), labels, ids))
+    z, y = logits.float().cpu().numpy(), labels.cpu().numpy()
+    outputs = {"scores": evaluator.scores(z), "labels": y, "ids": ids.cpu().numpy().astype(np.int64),
+               "logits": z}
+    report = evaluator(z, y)
+    if value is not None:
+        report["loss"] = value
+    return report, outputs

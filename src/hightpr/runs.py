@@ -175,6 +175,33 @@ def runs_row(cfg: DictConfig, run_dir: Path, reports: Mapping[str, Mapping], cho
     return row
 
 
+def write_run(cfg: DictConfig, run_dir: Path, evaluator, reports: Mapping[str, Mapping[str, float]],
+              outputs: Mapping[str, Mapping[str, np.ndarray]], facts: Mapping[str, object],
+              choices: Mapping[str, str]) -> dict:
+    """The end of every run, Lightning's and the batched loop's: `logits_{val,test}.npz`, `metrics.json`
+    (the reports, `facts` such as epochs_trained and best_checkpoint, the deployed operating points
+    of a binary evaluator) and the run's row of runs.csv. Returns the metrics."""
+    metrics = {"val": reports["val"], "test": reports["test"], **facts}
+    operating_points = getattr(evaluator, "operating_points", None)  # threshold on val, rates on test
+    if operating_points is not None:
+        metrics["operating_point"] = operating_points(outputs["val"], outputs["test"])
+    for stage in ("val", "test"):
+        save_logits(run_dir, stage, outputs[stage])
+    save_metrics(run_dir, metrics)
+    log = logging.getLogger("hightpr")
+    debug = debug_run(cfg)
+    if debug == "fast_dev_run":  # a smoke test of the wiring: no result, no row in the results table
+        log.info("trainer.fast_dev_run: a debug run, not added to %s", cfg.paths.runs_csv)
+    else:
+        row = runs_row(cfg, run_dir, reports, choices)
+        row.update(flatten("op", metrics.get("operating_point", {})))
+        if debug:
+            row["debug"] = debug  # a limited run: in the table, marked
+        append_run(Path(cfg.paths.runs_csv), row)
+    log.info("%s test %s", Path(run_dir).name, {k: round(v, 4) for k, v in reports["test"].items()})
+    return metrics
+
+
 class RunLock:
     """One process trains a run dir at a time: an exclusive `flock` on `<run_dir>/run.lock`.
 

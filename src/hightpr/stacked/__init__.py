@@ -1,11 +1,6 @@
-"""Ensemble members trained together: one stacked network, each member otherwise its own run.
+"""Ensemble members trained together: one process, one pass per epoch, each member its own run.
 
-`train_batched(member_configs, member_dirs)` is what `ensemble.batched=true` runs
-(`hightpr.cli.ensemble.train_members`); `StackedModel` is the stacked network. docs/speed.md.
+`hightpr.stacked.trainer.train_batched(member_configs, member_dirs)` is what `ensemble.batched=true`
+runs (`hightpr.training.train_members`); `hightpr.stacked.model.StackedModel` is the stacked
+network. The package imports nothing on its own: import its modules. docs/speed.md.
 """
-
-from hightpr.stacked.layers import NotStackable
-from hightpr.stacked.model import StackedModel
-from hightpr.stacked.trainer import train_batched
-
-__all__ = ["NotStackable", "StackedModel", "train_batched"]

@@ -1,7 +1,7 @@
 """How the running members' models are run: one stacked network, or each member's own model.
 
-`Stacked` (`ensemble.forward=stacked`, the default on a GPU) runs one `StackedModel` whose storage
-the members' tensors alias: one forward and one backward for all members. `Members`
+`StackedNetwork` (`ensemble.forward=stacked`, the default on a GPU) runs one `StackedModel` whose storage
+the members' tensors alias: one forward and one backward for all members. `OwnModels`
 (`ensemble.forward=members`, the default on the CPU, where a stacked network is not faster than
 the members one by one) runs each member's own model on its batch; everything else of batched
 training (one process, data on the device, one pass per epoch over the members' batches) stays.
@@ -32,7 +32,7 @@ def forward_mode(setting: str | None, device: torch.device) -> str:
     return setting
 
 
-class Members:
+class OwnModels:
     """Each running member's own model on its own batch."""
 
     mode = "members"
@@ -58,15 +58,15 @@ class Members:
         """Samples per member per evaluation pass (each member's model runs on its own)."""
         return eval_batch_size
 
-    def keep(self, running: Sequence[int]) -> Members:
+    def keep(self, running: Sequence[int]) -> OwnModels:
         """The same for the members at positions `running` (the others stopped)."""
-        return Members([self.models[i] for i in running])
+        return OwnModels([self.models[i] for i in running])
 
     def release(self) -> None:
         """Nothing to undo: the members' models own their tensors."""
 
 
-class Stacked(Members):
+class StackedNetwork(OwnModels):
     """One stacked network; the members' parameters, statistics and gradients are views of it."""
 
     mode = "stacked"
@@ -106,12 +106,12 @@ class Stacked(Members):
         """About `eval_batch_size` images per stacked pass, shared among the members."""
         return max(1, -(-eval_batch_size // len(self.models)))
 
-    def keep(self, running: Sequence[int]) -> Stacked:
+    def keep(self, running: Sequence[int]) -> StackedNetwork:
         """A smaller stack of the members at positions `running`; the others get their own storage."""
         for i, model in enumerate(self.models):
             if i not in running:
                 detach_member(model)
-        return Stacked([self.models[i] for i in running], self.channels_last, self.compile)
+        return StackedNetwork([self.models[i] for i in running], self.channels_last, self.compile)
 
     def release(self) -> None:
         """Give every member its own storage again (the end of training)."""
@@ -120,10 +120,10 @@ class Stacked(Members):
 
 
 def make_forward(mode: str, models: Sequence[nn.Module], sample: torch.Tensor, compile: bool = False,
-                 alias: bool = True) -> Members:
+                 alias: bool = True) -> OwnModels:
     """The forward of `mode` over the members' models (a stacked one checked on `sample`, 2D images
     in channels-last layout on a GPU)."""
     if mode == "stacked":
         channels_last = sample.ndim == 4 and sample.device.type == "cuda"
-        return Stacked(models, channels_last, compile, alias, check=sample if alias else None)
-    return Members(models)
+        return StackedNetwork(models, channels_last, compile, alias, check=sample if alias else None)
+    return OwnModels(models)

@@ -13,17 +13,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from hightpr.runs import write_json
 from hightpr.stacked.outputs import clone_state, save_checkpoint
-from hightpr.stacked.selection import BestEpoch, EarlyStopping
-
-if TYPE_CHECKING:  # the trainer imports this module
-    from hightpr.stacked.streams import MemberStreams
-    from hightpr.stacked.trainer import Member
+from hightpr.stacked.selection import BestSoFar, Patience
+from hightpr.stacked.state import MemberState
+from hightpr.stacked.streams import MemberStreams
 
 MARK = "batched.json"
 
@@ -37,7 +34,7 @@ def _finite(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)  # json has no inf
 
 
-def save_state(mb: Member, next_epoch: int, streams: MemberStreams, checkpoint: bool = True) -> None:
+def save_state(mb: MemberState, next_epoch: int, streams: MemberStreams, checkpoint: bool = True) -> None:
     """Write member `mb`'s training state after `next_epoch` epochs of the loop: its checkpoint (unless
     unchanged since the last write: a member that stopped), then the mark naming the loop's epoch."""
     last, mark = _paths(mb.run_dir)
@@ -71,7 +68,7 @@ def saved_epoch(run_dir: Path) -> int | None:
     return None if found is None else found["next_epoch"]
 
 
-def restore(mb: Member, streams: MemberStreams) -> int | None:
+def restore(mb: MemberState, streams: MemberStreams) -> int | None:
     """Load member `mb`'s saved state into it; the loop's next epoch, or None when the checkpoint is
     unreadable or not the one its mark names (killed while writing: the caller starts over)."""
     last, _ = _paths(mb.run_dir)
@@ -89,9 +86,9 @@ def restore(mb: Member, streams: MemberStreams) -> int | None:
     for sched, saved in zip(mb.schedulers, ckpt.get("lr_schedulers", []), strict=True):
         sched["scheduler"].load_state_dict(saved)
     best = state["best"]
-    mb.best = BestEpoch(best["value"], best["tie"], best["epoch"], best["global_step"],
+    mb.best = BestSoFar(best["value"], best["tie"], best["epoch"], best["global_step"],
                         {k: v.to(device) for k, v in best["state"].items()})
-    mb.stopping = EarlyStopping(mb.stopping.patience, state["stopping"]["best"], state["stopping"]["wait"])
+    mb.stopping = Patience(mb.stopping.patience, state["stopping"]["best"], state["stopping"]["wait"])
     mb.epochs, mb.global_step, mb.running = state["epochs"], state["global_step"], state["running"]
     mb.rows = list(state["rows"])
     streams.states[mb.index] = (state["streams"]["cpu"], state["streams"]["cuda"])

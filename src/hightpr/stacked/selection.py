@@ -19,7 +19,7 @@ def f32(value: float) -> float:
 
 
 @dataclass
-class BestEpoch:
+class BestSoFar:
     """The epoch with the best monitor; an exact tie goes to the lower tie-break value (validation loss).
 
     A NaN monitor counts as -inf once kept, a NaN tie-break never wins a tie (the earlier epoch stays).
@@ -47,7 +47,7 @@ class BestEpoch:
 
 
 @dataclass
-class EarlyStopping:
+class Patience:
     """Lightning's EarlyStopping(mode="max", min_delta=0, check_finite=True) on the float32 monitor."""
 
     patience: int

@@ -12,12 +12,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
+from hightpr.identity import execution_only_keys
 from hightpr.stacked.forward import forward_mode
 from hightpr.stacked.layers import NotStackable
 
-# trainer keys that change nothing batched training does (cosmetics, or ours handled elsewhere)
-IGNORED = ("batch_size", "num_threads", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
-           "benchmark", "enable_checkpointing", "barebones", "detect_anomaly", "inference_mode")
+# trainer keys that change nothing batched training does: how a run executes (`hightpr.identity`),
+# the batch size (each member's data reads it) and Lightning's own switches
+IGNORED = (*execution_only_keys("trainer"), "batch_size", "benchmark", "enable_checkpointing", "barebones",
+           "detect_anomaly", "inference_mode")
 DEFAULTS = {  # keys supported only at these values
     "num_sanity_val_steps": (0,), "limit_val_batches": (None, 1.0), "limit_test_batches": (None, 1.0),
     "fast_dev_run": (False, 0), "max_steps": (-1, None), "accumulate_grad_batches": (1,),

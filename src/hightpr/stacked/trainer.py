@@ -21,62 +21,36 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hightpr.build import DataFacts, build_datamodule, build_module, check_keys
+from hightpr.build import build_datamodule, build_module, sample_input
+from hightpr.checks import check_keys
 from hightpr.ensemble import is_finished
 from hightpr.errors import HightprError
-from hightpr.module import HighTPRModule
+from hightpr.jobs import job_resources
+from hightpr.module import split_report
 from hightpr.regularizers.activity import reg_ratio
-from hightpr.runs import RunLock, append_run, clear_outputs, flatten, runs_row, save_logits, save_metrics
+from hightpr.runs import RunLock, clear_outputs, write_run
 from hightpr.stacked.data import MemberData
-from hightpr.stacked.forward import Members, make_forward
+from hightpr.stacked.forward import OwnModels, make_forward
 from hightpr.stacked.layers import NotStackable
 from hightpr.stacked.outputs import clone_state, log_row, save_checkpoint, write_csv_log
 from hightpr.stacked.resume import clear_state, restore, save_state, saved_epoch
-from hightpr.stacked.selection import BestEpoch, EarlyStopping, f32
+from hightpr.stacked.selection import Patience, f32
 from hightpr.stacked.settings import Settings, settings_of
+from hightpr.stacked.state import MemberState
+from hightpr.stacked.streams import MemberStreams
 
 log = logging.getLogger("hightpr")
 
 
-@dataclass(eq=False)
-class Member:
-    """One member's own components and its training state."""
-
-    index: int
-    cfg: DictConfig
-    run_dir: Path
-    datamodule: Any
-    facts: DataFacts
-    module: HighTPRModule
-    optimizer: torch.optim.Optimizer | None = None
-    schedulers: list[dict] = field(default_factory=list)
-    best: BestEpoch = field(default_factory=BestEpoch)
-    stopping: EarlyStopping | None = None
-    epochs: int = 0
-    global_step: int = 0
-    running: bool = True
-    rows: list[dict] = field(default_factory=list)
-    sums: torch.Tensor | None = None  # epoch sums of loss, base loss, term (each x batch size)
-    count: int = 0  # samples behind `sums`
-    saved: int = -1  # `epochs` when its resume state was last written
-
-    @property
-    def number(self) -> int:
-        return int(self.cfg.ensemble.member)
-
-
 # -- building ----------------------------------------------------------------------------------
-def _build(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], choices: Mapping[str, str],
-           streams) -> list[Member]:
+def _build_members(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], choices: Mapping[str, str],
+                   streams: MemberStreams) -> list[MemberState]:
     """Each member exactly as its sequential run builds it, its random streams captured after."""
     members = []
     for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
@@ -85,7 +59,7 @@ def _build(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], choices: Mappin
         datamodule, facts = build_datamodule(cfg)
         module = build_module(cfg, datamodule, facts, dict(choices))
         streams.capture()
-        members.append(Member(i, cfg, Path(run_dir), datamodule, facts, module))
+        members.append(MemberState(i, cfg, Path(run_dir), datamodule, facts, module))
     return members
 
 
@@ -108,20 +82,15 @@ def _optimizer(conf) -> tuple[torch.optim.Optimizer, list[dict]]:
     return optimizer, schedulers
 
 
-def _forward(members: Sequence[Member], settings: Settings, train: bool = True) -> Members:
-    """The members' models run together (`ensemble.forward`); checked against the members when stacked."""
-    sample = _sample(members[0].datamodule).to(settings.device)
+def _forward(members: Sequence[MemberState], settings: Settings, train: bool = True) -> OwnModels:
+    """The members' models run together (`ensemble.forward`); checked against the members when stacked
+    on two inputs (a train-mode BatchNorm check needs two)."""
+    sample = sample_input(members[0].datamodule, 2).to(settings.device)
     return make_forward(settings.forward, [mb.module.model for mb in members], sample, settings.compile,
                         alias=train)
 
 
-def _sample(datamodule) -> torch.Tensor:
-    """Two validation inputs as the model sees them (a train-mode BatchNorm check needs two)."""
-    split = datamodule.splits.get("val") or datamodule.splits["train"]
-    return datamodule.to_input(split.__getitems__([0, min(1, len(split) - 1)])["x"])
-
-
-def _sync_counters(mb: Member) -> None:
+def _sync_counters(mb: MemberState) -> None:
     """BatchNorm step counters as the sequential run has them: one per training step."""
     for layer in mb.module.model.modules():
         if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.num_batches_tracked is not None:
@@ -136,8 +105,8 @@ def _autocast(settings: Settings):
     return torch.autocast(settings.device.type, dtype=settings.autocast)
 
 
-def _step(running: list[Member], forward: Members, data: MemberData, rows: torch.Tensor, index: torch.Tensor,
-          settings: Settings) -> None:
+def _step(running: list[MemberState], forward: OwnModels, data: MemberData, rows: torch.Tensor,
+          index: torch.Tensor, settings: Settings) -> None:
     """One optimizer step of every running member (HighTPRModule.training_step, per member)."""
     if forward.mode == "stacked":
         forward.zero_grad()  # in place: the members' gradients are views of the stacked ones
@@ -173,24 +142,7 @@ def _step(running: list[Member], forward: Members, data: MemberData, rows: torch
         mb.global_step += 1
 
 
-def _report(module: HighTPRModule, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor
-            ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """A split's report and outputs, as `HighTPRModule._eval_epoch_end` makes them (rows by sample id)."""
-    order = torch.argsort(ids, stable=True)
-    logits, labels, ids = logits[order], labels[order], ids[order]
-    loss = None
-    if not module.loss.stateful and len(labels):
-        loss = float(module.loss(logits.float(), labels, ids))
-    z, y = logits.float().cpu().numpy(), labels.cpu().numpy()
-    outputs = {"scores": module.evaluator.scores(z), "labels": y, "ids": ids.cpu().numpy().astype(np.int64),
-               "logits": z}
-    report = module.evaluator(z, y)
-    if loss is not None:
-        report["loss"] = loss
-    return report, outputs
-
-
-def _evaluate(forward: Members, data: MemberData, stage: str, members: Sequence[Member],
+def _evaluate(forward: OwnModels, data: MemberData, stage: str, members: Sequence[MemberState],
               settings: Settings) -> list[tuple[dict, dict]]:
     """One pass over a split in large batches, all members together; each member's report and outputs."""
     index = [mb.index for mb in members]
@@ -199,10 +151,11 @@ def _evaluate(forward: Members, data: MemberData, stage: str, members: Sequence[
         with _autocast(settings):
             logits = torch.cat([forward.eval(x) for x in data.eval_chunks(stage, index, chunk)], 1)
         y, ids = data.eval_targets(stage, index)
-        return [_report(mb.module, logits[i], y[i], ids[i]) for i, mb in enumerate(members)]
+        return [split_report(mb.module.evaluator, mb.module.loss, logits[i], y[i], ids[i])
+                for i, mb in enumerate(members)]
 
 
-def _scheduler_step(mb: Member, metrics: Mapping[str, float]) -> None:
+def _scheduler_step(mb: MemberState, metrics: Mapping[str, float]) -> None:
     """Step a member's per-epoch schedules (a plateau schedule on its logged float32 monitor)."""
     for s in mb.schedulers:
         if s["interval"] != "epoch":
@@ -216,7 +169,7 @@ def _scheduler_step(mb: Member, metrics: Mapping[str, float]) -> None:
             s["scheduler"].step()
 
 
-def _epoch_end(running: list[Member], results: list[tuple[dict, dict]], epoch: int) -> None:
+def _epoch_end(running: list[MemberState], results: list[tuple[dict, dict]], epoch: int) -> None:
     """Per member: the validation hooks, best epoch, epoch logs, schedules and early stopping."""
     for mb, (report, _) in zip(running, results, strict=True):
         module = mb.module
@@ -240,7 +193,7 @@ def _epoch_end(running: list[Member], results: list[tuple[dict, dict]], epoch: i
 class _Saver:
     """Each member's resume state at epoch ends, at most every `checkpoint_every_s` seconds."""
 
-    def __init__(self, members: list[Member], streams, every_s: float) -> None:
+    def __init__(self, members: list[MemberState], streams, every_s: float) -> None:
         self.members, self.streams, self.every_s = members, streams, every_s
         self.last = time.perf_counter()
 
@@ -253,8 +206,8 @@ class _Saver:
         self.last = time.perf_counter()
 
 
-def _fit(members: list[Member], data: MemberData, settings: Settings, forward: Members, start: int = 0,
-         save: _Saver | None = None) -> None:
+def _train_epochs(members: list[MemberState], data: MemberData, settings: Settings, forward: OwnModels,
+                  start: int = 0, save: _Saver | None = None) -> None:
     """Train until every member stopped (early stopping) or reached max_epochs (from epoch `start`)."""
     running = [mb for mb in members if mb.running]
     if running and len(running) < len(members):  # resumed with members already stopped: they stay frozen
@@ -294,7 +247,7 @@ def _fit(members: list[Member], data: MemberData, settings: Settings, forward: M
 
 
 # -- the end ------------------------------------------------------------------------------------
-def _finish(members: list[Member], data: MemberData, settings: Settings,
+def _evaluate_best(members: list[MemberState], data: MemberData, settings: Settings,
             choices: Mapping[str, str]) -> list[dict]:
     """Best weights of every member evaluated on validation and test; every run dir written."""
     best_paths = []
@@ -313,36 +266,26 @@ def _finish(members: list[Member], data: MemberData, settings: Settings,
     forward = _forward(members, settings, train=False)
     val = _evaluate(forward, data, "val", members, settings)
     test = _evaluate(forward, data, "test", members, settings)
-    out = [_write(mb, path, v, t, settings, choices)
+    out = [_write_member(mb, path, v, t, settings, choices)
            for mb, path, v, t in zip(members, best_paths, val, test, strict=True)]
     for mb in members:
         clear_state(mb.run_dir)
     return out
 
 
-def _write(mb: Member, best_path: Path | None, val: tuple[dict, dict], test: tuple[dict, dict],
-           settings: Settings, choices: Mapping[str, str]) -> dict:
-    """What `hightpr.cli.train._fit_and_test` writes for a run, for one member."""
+def _write_member(mb: MemberState, best_path: Path | None, val: tuple[dict, dict], test: tuple[dict, dict],
+                  settings: Settings, choices: Mapping[str, str]) -> dict:
+    """A member's run dir, written as Lightning's path writes a run (`hightpr.runs.write_run`)."""
     reports = {"val": val[0], "test": test[0]}
-    outputs = {"val": val[1], "test": test[1]}
-    metrics = {"val": reports["val"], "test": reports["test"], "epochs_trained": mb.epochs,
-               "global_step": mb.global_step, "best_checkpoint": str(best_path) if best_path else None,
-               "data": mb.datamodule.summary(), "task": mb.facts.task.to_dict()}
-    operating_points = getattr(mb.module.evaluator, "operating_points", None)
-    if operating_points is not None:
-        metrics["operating_point"] = operating_points(outputs["val"], outputs["test"])
     if settings.csv_log:
         mb.rows += [log_row(mb.epochs, mb.global_step, {f"{s}/{k}": v for k, v in reports[s].items()})
                     for s in ("val", "test")]
         write_csv_log(mb.run_dir / "csv" / "metrics.csv", mb.rows)
-    for stage in ("val", "test"):
-        save_logits(mb.run_dir, stage, outputs[stage])
-    save_metrics(mb.run_dir, metrics)
-    row = runs_row(mb.cfg, mb.run_dir, reports, dict(choices))
-    row.update(flatten("op", metrics.get("operating_point", {})))
-    append_run(Path(mb.cfg.paths.runs_csv), row)
-    log.info("member %d test %s", mb.number, {k: round(v, 4) for k, v in reports["test"].items()})
-    return metrics
+    facts = {"epochs_trained": mb.epochs, "global_step": mb.global_step,
+             "best_checkpoint": str(best_path) if best_path else None, "data": mb.datamodule.summary(),
+             "task": mb.facts.task.to_dict()}
+    outputs = {"val": val[1], "test": test[1]}
+    return write_run(mb.cfg, mb.run_dir, mb.module.evaluator, reports, outputs, facts, dict(choices))
 
 
 # -- the entry point ----------------------------------------------------------------------------
@@ -373,8 +316,6 @@ def train_batched(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path],
     Raises `NotStackable` before any run dir is touched when the configuration is one batched
     training does not reproduce (the caller then trains the members one after another).
     """
-    from hightpr.cli.train import job_resources  # the CLI imports this module's caller
-
     choices = choices or {}
     threads, gpu = job_resources(cfgs[0])
     settings = settings_of(cfgs[0], gpu)
@@ -385,27 +326,26 @@ def train_batched(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path],
         epochs = {saved_epoch(d) for _, d in todo}
         if len(epochs) > 1:
             raise ValueError(f"members saved at different epochs ({sorted(map(str, epochs))}): resume them "
-                             "apart (hightpr.cli.ensemble.train_members groups them)")
+                             "apart (hightpr.jobs.plan_members groups them)")
         if len(todo) < 2 and epochs == {None}:
             raise NotStackable("fewer than two members left to train")
         with _backend(settings, threads):
             try:
-                return _train(todo, settings, choices)
+                return _train_members(todo, settings, choices)
             except _StartOver:
                 for _, run_dir in todo:
                     clear_outputs(run_dir)
-                return _train(todo, settings, choices)
+                return _train_members(todo, settings, choices)
 
 
-def _train(todo: list[tuple[DictConfig, Path]], settings: Settings, choices: Mapping[str, str]) -> list[dict]:
-    from hightpr.stacked.streams import MemberStreams
-
+def _train_members(todo: list[tuple[DictConfig, Path]], settings: Settings, choices: Mapping[str, str]
+                   ) -> list[dict]:
     streams = MemberStreams(settings.device)
-    members = _build([c for c, _ in todo], [d for _, d in todo], choices, streams)
+    members = _build_members([c for c, _ in todo], [d for _, d in todo], choices, streams)
     for mb in members:
         mb.module.to(settings.device).train()
         mb.optimizer, mb.schedulers = _optimizer(mb.module.configure_optimizers())
-        mb.stopping = EarlyStopping(settings.patience)
+        mb.stopping = Patience(settings.patience)
         mb.sums = torch.zeros(3, dtype=torch.float64, device=settings.device)
     data = MemberData([mb.datamodule for mb in members], streams, settings.device,
                       settings.limit_train_batches)
@@ -423,11 +363,12 @@ def _train(todo: list[tuple[DictConfig, Path]], settings: Settings, choices: Map
             clear_outputs(mb.run_dir)
         OmegaConf.save(mb.cfg, mb.run_dir / "config_resolved.yaml", resolve=True)
         log.info("member %d data %s", mb.number, mb.datamodule.summary())
-    _fit(members, data, settings, forward, start, _Saver(members, streams, settings.checkpoint_every_s))
-    return _finish(members, data, settings, choices)
+    saver = _Saver(members, streams, settings.checkpoint_every_s)
+    _train_epochs(members, data, settings, forward, start, saver)
+    return _evaluate_best(members, data, settings, choices)
 
 
-def _resume(members: list[Member], streams) -> int:
+def _resume(members: list[MemberState], streams: MemberStreams) -> int:
     """The loop epoch to start at: the members' saved one when every member's state loads, else 0."""
     if saved_epoch(members[0].run_dir) is None:
         for mb in members:

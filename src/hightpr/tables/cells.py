@@ -9,15 +9,14 @@ tables (RankReg Table 1's BCE rows and ALM Table 1's) is trained once.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hightpr.errors import HightprError
+from hightpr.identity import overrides_key
 from hightpr.tables.paper import KEYS, almv1_hparams, load_paper, official_hparams
-from hightpr.tables.specs import Scale, TableSpec, execution_only, grid_preset, recipes
+from hightpr.tables.specs import Scale, TableSpec, grid_preset, recipes
 
 LOSS_LABELS = {"bce": "BCE", "s_ml": "S-ML", "a_ml": "A-ML", "s_fl": "S-FL", "a_fl": "A-FL", "wbce": "W-BCE",
                "cbbce": "CB-BCE", "ldam": "LDAM", "msfe": "MSFE", "mbauc": "MBAUC", "ce": "CE", "fl": "FL",
@@ -162,10 +161,8 @@ class Plan:
     def key(self, overrides: tuple[str, ...], on_base: bool = False) -> str:
         """Ensemble folder name: readable prefix + digest of the (order-free) overrides that change
         what is learnt (execution-only ones such as `trainer.num_threads` are left out)."""
-        learnt = sorted(o for o in overrides if not execution_only(o))
-        digest = hashlib.sha1(json.dumps(learnt).encode()).hexdigest()[:10]
         reg = "none" if on_base else self.cell.reg
-        return f"{self.cell.dataset}-{self.cell.base_loss}-{reg}-{digest}"
+        return overrides_key(f"{self.cell.dataset}-{self.cell.base_loss}-{reg}", overrides)
 
 
 def _variant_overrides(variant: str) -> list[str]:

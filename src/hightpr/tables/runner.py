@@ -85,8 +85,8 @@ def compose_run(plan_: Plan, run: Run, ctx: Context):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from hightpr.build import check_keys
-    from hightpr.cli.train import compose_config
+    from hightpr.checks import check_keys
+    from hightpr.config import compose_config
 
     try:
         cfg = compose_config([*run.overrides, *ctx.machine_overrides(plan_, run)])
@@ -175,7 +175,7 @@ STATUS: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.Conte
 
 def train_in_process(plan_: Plan, run: Run, ctx: Context) -> None:
     """`train(cfg)` of the run's ensemble: its missing members, then the aggregate."""
-    from hightpr.cli.train import train
+    from hightpr.training import train
 
     cfg = compose_run(plan_, run, ctx)
     with _quiet(STATUS.get()):
@@ -234,7 +234,7 @@ def train_with_launcher(batch: list[tuple[Plan, Run]], ctx: Context, launcher: s
                         parallel: int) -> dict[str, str]:
     """Run each missing ensemble as a Hydra multirun over its members, `parallel` at a time, then
     aggregate the members that finished. Returns {key: error message} of those that failed."""
-    from hightpr.cli.ensemble import finish
+    from hightpr.ensemble import finish
 
     failed: dict[str, str] = {}
     queue = list(batch)

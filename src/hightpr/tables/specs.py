@@ -13,24 +13,11 @@ from pathlib import Path
 import yaml
 
 from hightpr.errors import HightprError
+from hightpr.identity import execution_only
 
 HERE = Path(__file__).parent
 PAPER_PREFIX = {"rankreg-cvpr2023__": "rankreg-", "alm-neurips2021__": "alm-", "alm-arxiv-v1__": "almv1-"}
 SCALES = ("paper", "cpu", "smoke")
-# Overrides that change how a run executes, not what it learns (as hightpr.ensemble's key treats
-# them): kept out of a run's key and of the printed budget.
-EXECUTION_ONLY = ("ensemble", "paths", "name", "resume", "logger", "hydra", "trainer.num_threads",
-                  "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
-                  "trainer.accelerator", "trainer.devices", "trainer.eval_batch_size",
-                  "trainer.deterministic")
-
-
-def execution_only(override: str) -> bool:
-    """`ensemble.batched=false`, `trainer.num_threads=2`, ...: how a run executes, not what it learns."""
-    key = override.lstrip("+~").split("=", 1)[0].replace("/", ".")
-    return any(key == p or key.startswith(p + ".") for p in EXECUTION_ONLY)
-
-
 @functools.cache
 def _load(name: str) -> dict:
     return yaml.safe_load((HERE / name).read_text())
