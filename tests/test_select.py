@@ -78,3 +78,20 @@ def test_optuna_sweeper_maximises_the_validation_objective(tiny_data_dir, tmp_pa
     results = (tmp_path / "outputs" / "optuna" / "runs" / "optimization_results.yaml").read_text()
     best = pd.read_csv(tmp_path / "outputs" / "optuna" / "runs.csv")["val_auc"].max()
     assert f"best_value: {best}" in results
+
+
+def test_a_tie_goes_to_the_lower_validation_loss_then_the_first_row():
+    from hightpr.cli.select import select
+
+    rows = pd.DataFrame({
+        "loss": ["bce"] * 4 + ["s_ml"] * 3,
+        "reg.mu0": [1e-7, 1e-6, 1e-5, 1e-4, 1e-7, 1e-6, 1e-5],
+        "val_auc": [0.9, 0.95, 0.95, float("nan"), 0.8, 0.8, 0.7],
+        "val_loss": [0.1, 0.6, 0.5, 0.0, float("nan"), 0.9, 0.1],
+    })
+    chosen = select(rows, ["reg.mu0"]).set_index("loss")
+    assert chosen.loc["bce", "reg.mu0"] == 1e-5       # 0.95 twice: the lower validation loss
+    assert chosen.loc["s_ml", "reg.mu0"] == 1e-6      # 0.8 twice: a loss beats no loss
+    assert chosen["candidates"].tolist() == [4, 3] and set(chosen["_monitor"]) == {"val_auc"}
+    multiclass = select(rows.rename(columns={"val_auc": "val_accuracy"}), ["reg.mu0"])
+    assert set(multiclass["_monitor"]) == {"val_accuracy"}

@@ -73,12 +73,9 @@ class Task:
             out = self.score(torch.as_tensor(np.asarray(logits)))
         return out.numpy()
 
+    # moved to hightpr.metrics.evaluators.evaluator_for(task, **settings); removed once no caller is left
     def evaluator(self, **kwargs):
-        """The task's evaluator (binary ROC report, or ALM's multi-class report)."""
-        if self.binary:
-            from hightpr.metrics.evaluators import BinaryEvaluator
+        """The task's evaluator: `hightpr.metrics.evaluators.evaluator_for(self, **kwargs)`."""
+        from hightpr.metrics.evaluators import evaluator_for
 
-            return BinaryEvaluator(task=self, **kwargs)
-        from hightpr.metrics.multiclass import MulticlassEvaluator
-
-        return MulticlassEvaluator(self.critical_classes, task=self)
+        return evaluator_for(self, **kwargs)

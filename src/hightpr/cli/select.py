@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
+from hightpr.metrics.evaluators import TIE_BREAK, monitor_name, selection_key
 
 GROUPS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler")
 NOT_CELL = re.compile(r"(val|test)_|op\.|member_(mean|std)_|run_dir$|finished_at$|(.*\.)?seed$|member$|"
@@ -42,11 +43,11 @@ def swept_from_multirun(runs_csv: Path) -> list[str]:
 
 
 def monitor_of(rows: pd.DataFrame) -> str:
-    """`val_auc` for binary runs, `val_accuracy` for multi-class ones (as the papers select)."""
-    for column in ("val_auc", "val_accuracy"):
-        if column in rows and rows[column].notna().any():
-            return column
-    raise HightprError("runs.csv has no validation AUC or accuracy: were the runs finished?")
+    """`val_auc` for binary runs, `val_accuracy` for multi-class ones (the evaluators' monitors)."""
+    name = monitor_name((c for c in rows.columns if rows[c].notna().any()), prefix="val_")
+    if name is None:
+        raise HightprError("runs.csv has no validation AUC or accuracy: were the runs finished?")
+    return f"val_{name}"
 
 
 def select(rows: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
@@ -60,11 +61,12 @@ def select(rows: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
         rows = rows[ensembles | (rows["kind"] == "single")]
     monitor = monitor_of(rows)
     cell_keys = [c for c in rows.columns if c not in swept and not NOT_CELL.match(c)]
-    ranked = rows.assign(_loss=rows.get("val_loss", pd.Series(math.inf, index=rows.index)).fillna(math.inf))
-    ranked = ranked.sort_values([monitor, "_loss"], ascending=[False, True], kind="stable")
+    losses = rows[f"val_{TIE_BREAK}"] if f"val_{TIE_BREAK}" in rows else pd.Series(math.nan, index=rows.index)
+    keys = [selection_key(v, loss) for v, loss in zip(rows[monitor], losses, strict=True)]
+    ranked = rows.iloc[sorted(range(len(rows)), key=keys.__getitem__)]  # stable: ties keep the row order
     best = ranked.groupby(cell_keys, dropna=False, sort=True).head(1)
     counts = ranked.groupby(cell_keys, dropna=False, sort=True).size().rename("candidates").reset_index()
-    best = best.merge(counts, on=cell_keys, how="left").drop(columns="_loss").assign(_monitor=monitor)
+    best = best.merge(counts, on=cell_keys, how="left").assign(_monitor=monitor)
     best.attrs["cell_keys"] = cell_keys
     return best
 

@@ -17,12 +17,14 @@ from omegaconf import OmegaConf
 
 from hightpr.ensemble import finished_members
 from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, hierarchical, roc_auc
+from hightpr.metrics.evaluators import TIE_BREAK, monitor_value, selection_key
 from hightpr.metrics.multiclass import accuracy, class_accuracy, error_at_tpr
 from hightpr.metrics.operating_point import rule_operating_point
 from hightpr.metrics.thresholds import DEFAULT_RULE
 from hightpr.regularizers.activity import activity, summarise
 from hightpr.runs import load_logits
 from hightpr.tables.cells import Plan
+from hightpr.task import Task
 
 PERCENT = 100.0
 
@@ -63,14 +65,17 @@ def ensemble_metrics(pool: Path, key: str, members: int = 1) -> dict | None:
 def selection_value(metrics: dict) -> float:
     """Validation AUC of the ensemble (its members' mean where they had their own validation
     splits); validation accuracy for multi-class runs (ALM §5.2). Never a test number."""
-    val = metrics.get("val") or {}
-    mean = metrics.get("member_mean") or {}
-    for key in ("auc", "accuracy"):
-        if key in val:
-            return float(val[key])
-        if f"val_{key}" in mean:
-            return float(mean[f"val_{key}"])
-    raise KeyError("no validation AUC or accuracy in the ensemble's metrics.json")
+    found = monitor_value(metrics.get("val")) or monitor_value(metrics.get("member_mean"), prefix="val_")
+    if found is None:
+        raise KeyError("no validation AUC or accuracy in the ensemble's metrics.json")
+    return found[1]
+
+
+def selection_loss(metrics: dict) -> float | None:
+    """Validation loss of the ensemble (its members' mean: an ensemble has no loss of its own), which
+    breaks a tie of `selection_value`; None where it was not recorded."""
+    val, mean = metrics.get("val") or {}, metrics.get("member_mean") or {}
+    return val.get(TIE_BREAK, mean.get(f"val_{TIE_BREAK}"))
 
 
 def resolve(plan: Plan, pool: Path, grid_limit: int | None, assume_first: bool = False
@@ -98,8 +103,8 @@ def resolve(plan: Plan, pool: Path, grid_limit: int | None, assume_first: bool =
             provisional = True
             chosen.update(points[0])
             continue
-        scores = [selection_value(m) for m in found]
-        chosen.update(points[int(np.argmax(scores))])   # ties: the first point of the grid
+        keys = [selection_key(selection_value(m), selection_loss(m)) for m in found]
+        chosen.update(points[keys.index(min(keys))])   # ties: the lower validation loss, then the first point
     ov = plan.overrides(chosen)
     final = Run(ov, plan.key(ov), tuple(chosen.items()), "", provisional)
     if final.key not in {r.key for r in runs}:
@@ -124,10 +129,10 @@ class Outcome:
 
     @functools.cached_property
     def critical(self) -> list[int]:
-        """Critical classes of a multi-class run (as its first member recorded the task)."""
+        """Critical classes of a multi-class run, as its first member recorded its task."""
         for run_dir in finished_members(self.path).values():
-            task = json.loads((run_dir / "metrics.json").read_text()).get("task") or {}
-            return list(task.get("critical_classes") or [])
+            recorded = json.loads((run_dir / "metrics.json").read_text()).get("task")
+            return list(Task.from_dict(recorded).critical_classes)
         return []
 
     @property
