@@ -121,6 +121,22 @@ def test_paired_bootstrap_of_identical_models_is_zero_and_separable_is_exact():
         bootstrap_ci(a, labels, n=0)
 
 
+def test_resample_indices_is_the_one_draw_of_test_samples():
+    from hightpr.metrics.bootstrap import resample_indices
+
+    labels = np.array([0, 1, 0, 0, 1, 0, 1, 0, 0, 0], dtype=bool)
+    draws = resample_indices(labels, 200, seed=4)
+    assert draws.shape == (200, 10)
+    assert labels[draws[:, :3]].all() and not labels[draws[:, 3:]].any()  # positives first, counts kept
+    assert np.array_equal(draws, resample_indices(labels.astype(int), 200, seed=4))
+    flat = resample_indices(np.arange(10) % 3, 200, seed=4, stratified=False)
+    assert flat.shape == (200, 10) and flat.min() >= 0 and flat.max() <= 9
+    rng = np.random.default_rng(4)  # a generator in use continues its own stream
+    first = resample_indices(labels, 5, rng)
+    assert np.array_equal(first, resample_indices(labels, 5, seed=4))
+    assert not np.array_equal(resample_indices(labels, 5, rng), first)
+
+
 # -- hightpr-compare --------------------------------------------------------------------------------
 def _save_run(run_dir, scores, labels, ids):
     from hightpr.runs import save_logits

@@ -2,7 +2,9 @@
 
 Resampling is stratified: positives and negatives are drawn with replacement separately, so
 every replicate keeps the test set's class counts (FPR@TPR stays defined and comparable).
-Intervals are percentile intervals.
+Intervals are percentile intervals. `resample_indices` is the one draw of test samples: these
+intervals, the tables' (`hightpr.tables.results`) and the two-level bootstrap
+(`hightpr.metrics.hierarchical`) all resample through it.
 """
 
 from __future__ import annotations
@@ -28,13 +30,27 @@ def _fpr_at(scores: np.ndarray, labels: np.ndarray, tpr: float) -> float:
     return fpr_at_tpr(scores, labels, tpr)
 
 
+def resample_indices(labels: np.ndarray, n: int, seed: int | np.random.Generator = 0,
+                     stratified: bool = True) -> np.ndarray:
+    """[n, N] index arrays of `n` bootstrap replicates of the N samples, drawn with replacement.
+
+    Stratified (binary `labels`): the P positives first, then the N - P negatives, each drawn
+    from its own class, so every replicate keeps the class counts. Otherwise N draws from all
+    samples (multi-class). `seed` is a seed or a generator already in use (its draws continue).
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    if not stratified:
+        return rng.integers(0, y.size, size=(n, y.size))
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y.astype(bool))
+    return np.concatenate([rng.choice(pos, size=(n, pos.size)), rng.choice(neg, size=(n, neg.size))], axis=1)
+
+
 def _resamples(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """[n, N] index arrays, each drawing P positives and N-P negatives with replacement."""
+    """[n, N] stratified index arrays; at least one replicate, as a percentile interval needs."""
     if n < 1:
         raise ValueError(f"the number of bootstrap replicates must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
-    return np.concatenate([rng.choice(pos, size=(n, pos.size)), rng.choice(neg, size=(n, neg.size))], axis=1)
+    return resample_indices(labels, n, seed)
 
 
 def _interval(values: np.ndarray, level: float) -> tuple[float, float]:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from hightpr.metrics.bootstrap import resample_indices
+
 BatchMetric = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -79,7 +81,6 @@ def two_level_replicates(arms: Sequence[np.ndarray], labels: np.ndarray, n: int,
     """
     y = np.asarray(labels).astype(bool)
     rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
     out = []
     drawn = []
     for arm in arms:
@@ -90,8 +91,9 @@ def two_level_replicates(arms: Sequence[np.ndarray], labels: np.ndarray, n: int,
                                                                               1 / arm.shape[0])
         drawn.append(ensemble_replicates(arm, weights) if members else np.broadcast_to(
             arm.mean(axis=0), (n, y.size)))
-    ip = rng.choice(pos, size=(n, pos.size))
-    ineg = rng.choice(neg, size=(n, neg.size))
+    draws = resample_indices(y, n, rng)  # after the member draws, from the same generator
+    n_pos = int(y.sum())
+    ip, ineg = draws[:, :n_pos], draws[:, n_pos:]
     rows = np.arange(n)[:, None]
     for scores in drawn:
         out.append((scores[rows, ip], scores[rows, ineg]))

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from hightpr.ensemble import finished_members
 from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, hierarchical, roc_auc
+from hightpr.metrics.bootstrap import resample_indices
 from hightpr.metrics.evaluators import TIE_BREAK, monitor_value, selection_key
 from hightpr.metrics.multiclass import accuracy, class_accuracy, error_at_tpr
 from hightpr.metrics.operating_point import rule_operating_point
@@ -318,14 +319,6 @@ def _arrays(test: dict, binary: bool, order=None) -> tuple[np.ndarray, np.ndarra
     return test["logits"][order], test["labels"][order]
 
 
-def _resamples(labels: np.ndarray, n: int, seed: int, stratified: bool) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if not stratified:
-        return rng.integers(0, labels.size, size=(n, labels.size))
-    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
-    return np.concatenate([rng.choice(pos, size=(n, pos.size)), rng.choice(neg, size=(n, neg.size))], axis=1)
-
-
 def bootstrap(out: Outcome, metrics: tuple[str, ...], n: int, seed: int = 0
               ) -> dict[str, tuple[float, float]]:
     """95% percentile intervals over test samples, in percent, for the per-sample metrics asked.
@@ -344,7 +337,7 @@ def _bootstrap(path: Path, key: str, metrics: tuple, n: int, seed: int, critical
         return {}
     x, y = _arrays(load_logits(path / "logits_test.npz"), binary)
     fn = _report_fn(sorted(set(keys.values())), list(critical), binary)
-    reps = [fn(x[i], y[i]) for i in _resamples(y, n, seed, binary)]
+    reps = [fn(x[i], y[i]) for i in resample_indices(y, n, seed, stratified=binary)]
     out = {}
     for metric, key in keys.items():
         lo, hi = np.nanquantile([r[key] for r in reps], [0.025, 0.975])
@@ -365,7 +358,8 @@ def paired(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0) -> dict |
     xb, _ = _arrays(tb, b.binary, np.argsort(tb["ids"]))
     fn = _report_fn([key], a.critical, a.binary)
     diff = fn(xa, y)[key] - fn(xb, y)[key]
-    reps = [fn(xa[i], y[i])[key] - fn(xb[i], y[i])[key] for i in _resamples(y, n, seed, a.binary)]
+    draws = resample_indices(y, n, seed, stratified=a.binary)
+    reps = [fn(xa[i], y[i])[key] - fn(xb[i], y[i])[key] for i in draws]
     lo, hi = np.nanquantile(reps, [0.025, 0.975])
     out = {"diff": diff * PERCENT, "lo": float(lo) * PERCENT, "hi": float(hi) * PERCENT}
     if a.binary and key == "auc":
@@ -421,7 +415,7 @@ def _multiclass_replicates(outcomes: list[Outcome], key: str, n: int, seed: int)
         m, shape = logits.shape[0], logits.shape[1:]
         weights = hierarchical.member_draws(rng, m, n)
         draws.append(hierarchical.ensemble_replicates(logits.reshape(m, -1), weights).reshape(n, *shape))
-    idx = rng.integers(0, y.size, size=(n, y.size))
+    idx = resample_indices(y, n, rng, stratified=False)  # after the member draws, from the same generator
     values = [_safe(lambda z, t: fn(z, t)[key], o.member_test[2].mean(0), y) * PERCENT for o in outcomes]
     reps = np.array([[_safe(lambda z, t: fn(z, t)[key], d[r][idx[r]], y[idx[r]]) for r in range(n)]
                      for d in draws]) * PERCENT
