@@ -54,8 +54,6 @@ BAD_ARGUMENTS = [
      "not found"),
 ]
 IDS = [f"{m.rsplit('.', 1)[1]}-{i}" for i, (_, m, _, _) in enumerate(BAD_ARGUMENTS)]
-# hightpr-ensemble's main still has a boundary of its own, which does not read HIGHTPR_DEBUG
-NOT_YET_DEBUGGABLE = {"hightpr.cli.ensemble"}
 
 
 def _argv(argv: list[str], tmp: Path, run: Path) -> list[str]:
@@ -86,9 +84,7 @@ def test_a_bad_argument_is_one_error_line_and_exit_2(script, module, argv, says,
     assert "Traceback" not in err, err
 
 
-@pytest.mark.parametrize(("script", "module", "argv", "says"), [
-    pytest.param(*case, marks=pytest.mark.xfail(strict=True, reason="its own boundary ignores HIGHTPR_DEBUG"))
-    if case[1] in NOT_YET_DEBUGGABLE else case for case in BAD_ARGUMENTS], ids=IDS)
+@pytest.mark.parametrize(("script", "module", "argv", "says"), BAD_ARGUMENTS, ids=IDS)
 def test_debug_mode_lets_the_error_through_with_its_stack(script, module, argv, says, tmp_path, run_dir,
                                                           monkeypatch):
     monkeypatch.setenv("HIGHTPR_DEBUG", "1")
