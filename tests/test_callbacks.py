@@ -93,10 +93,6 @@ def test_the_tie_value_is_checkpointed(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch002.ckpt"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="Lightning runs checkpoint callbacks after the others, so LastCheckpoint writes "
-                          "last.ckpt before BestEpoch has taken in the same epoch: last.ckpt holds the "
-                          "previous epoch's best path and tie value")
 def test_last_ckpt_holds_the_best_epoch_of_its_own_epoch(tmp_path):
     fit_tied(tmp_path, 3)
     last = torch.load(tmp_path / "last.ckpt", weights_only=False)

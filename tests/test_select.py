@@ -7,7 +7,7 @@ import pytest
 
 from hightpr.cli.select import main as select_main
 from hightpr.cli.select import swept_from_multirun
-from hightpr.cli.train import compose_config
+from hightpr.config import compose_config
 
 
 def test_a_grid_selects_per_cell_on_validation_and_the_preset_reproduces_it(train, tmp_path, capsys):

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from hightpr.callbacks import AtomicCheckpointIO, BestEpoch, Interrupt, LastCheckpoint, RNGState
 from hightpr.checks import TRAINER_OWN, config_errors
 from hightpr.errors import HightprError
+from hightpr.metrics.evaluators import TIE_BREAK, evaluator_for
 from hightpr.models import MODELS_BY_INPUT
 from hightpr.module import HighTPRModule
 from hightpr.task import Task
@@ -174,7 +175,7 @@ def build_module(cfg: DictConfig, datamodule, facts: DataFacts,
     evaluation = cfg.get("evaluation")
     evaluation = OmegaConf.to_container(evaluation, resolve=True) if evaluation is not None else {}
     with config_errors("evaluation"):
-        evaluator = facts.task.evaluator(**evaluation) if facts.task.binary else facts.task.evaluator()
+        evaluator = evaluator_for(facts.task, **evaluation)  # multi-class reports take no settings
     module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=build(cfg.optimizer, "optimizer"),
                            scheduler=scheduler, score_fn=facts.task.score, evaluator=evaluator)
     with config_errors("optimizer"):
@@ -194,7 +195,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
     plugins: list = [AtomicCheckpointIO()]
     callbacks = [
         BestEpoch(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor=f"val/{monitor}",
-                  mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break="val/loss"),
+                  mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break=f"val/{TIE_BREAK}"),
         # last.ckpt once an epoch is complete (after its validation): a killed run resumes from it
         LastCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
         RNGState(),

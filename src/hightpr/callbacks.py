@@ -21,6 +21,8 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from hightpr.metrics.evaluators import improves
+
 log = logging.getLogger("hightpr")
 
 
@@ -46,15 +48,15 @@ class BestEpoch(ModelCheckpoint):
         if current is None or self.save_top_k != 1 or not self.best_k_models:
             return super().check_monitor_top_k(trainer, current)
         best = self.best_k_models[self.kth_best_model_path]
-        if bool(current == best):
-            return self._tie_value(trainer) < self.best_tie_value  # NaN compares False: keep the earlier
+        if bool(current == best):  # the evaluators' tie rule: the lower tie-break; NaN keeps the earlier
+            return improves(float(current), self._tie_value(trainer), float(best), self.best_tie_value)
         return super().check_monitor_top_k(trainer, current)
 
     def _update_best_and_save(self, current: torch.Tensor, trainer: pl.Trainer,
                               monitor_candidates: dict[str, torch.Tensor]) -> None:
         tie = self._tie_value(trainer)
+        self.best_tie_value = math.inf if math.isnan(tie) else tie  # before the save: the file holds it
         super()._update_best_and_save(current, trainer, monitor_candidates)
-        self.best_tie_value = math.inf if math.isnan(tie) else tie
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_tie_value": self.best_tie_value}
@@ -99,9 +101,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-class LastCheckpoint(pl.Callback):
+class LastCheckpoint(pl.callbacks.Checkpoint):
     """`last.ckpt` at the end of every training epoch (after its validation): what a killed run
-    resumes from. At most the interrupted epoch is lost."""
+    resumes from. At most the interrupted epoch is lost.
+
+    A `Checkpoint` callback, so Lightning runs it after every other callback and after `BestEpoch`
+    (listed before it): the file holds this epoch's best epoch, tie value and early-stopping count."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hightpr.errors import HightprError
 from hightpr.identity import ensemble_key
-from hightpr.metrics.evaluators import Evaluator
+from hightpr.metrics.evaluators import Evaluator, evaluator_for
 from hightpr.runs import append_run, flatten, load_logits, save_logits, save_metrics
 from hightpr.task import Task
 
@@ -145,8 +145,8 @@ def evaluator_of_run(run_dir: Path) -> Evaluator:
     path = Path(run_dir) / "config_resolved.yaml"
     settings = OmegaConf.load(path).get("evaluation") if path.is_file() else None
     if not task.binary or settings is None:
-        return task.evaluator()
-    return task.evaluator(**OmegaConf.to_container(settings, resolve=True))
+        return evaluator_for(task)
+    return evaluator_for(task, **OmegaConf.to_container(settings, resolve=True))
 
 
 def _with_scores(avg: dict[str, np.ndarray], evaluator: Evaluator) -> dict[str, np.ndarray]:

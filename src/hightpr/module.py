@@ -14,7 +14,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
-from hightpr.metrics.evaluators import BinaryEvaluator, Evaluator
+from hightpr.metrics.evaluators import TIE_BREAK, BinaryEvaluator, Evaluator
 from hightpr.models import binary_score
 from hightpr.regularizers import NoRegularizer, Regularizer
 from hightpr.regularizers.activity import reg_ratio
@@ -151,5 +151,5 @@ def split_report(evaluator: Evaluator, loss: nn.Module, logits: torch.Tensor, la
                "logits": z}
     report = evaluator(z, y)
     if value is not None:
-        report["loss"] = value
+        report[TIE_BREAK] = value
     return report, outputs

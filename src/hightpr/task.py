@@ -72,10 +72,3 @@ class Task:
         with torch.inference_mode():
             out = self.score(torch.as_tensor(np.asarray(logits)))
         return out.numpy()
-
-    # moved to hightpr.metrics.evaluators.evaluator_for(task, **settings); removed once no caller is left
-    def evaluator(self, **kwargs):
-        """The task's evaluator: `hightpr.metrics.evaluators.evaluator_for(self, **kwargs)`."""
-        from hightpr.metrics.evaluators import evaluator_for
-
-        return evaluator_for(self, **kwargs)

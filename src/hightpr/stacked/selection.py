@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hightpr.metrics.evaluators import improves
+
 
 def f32(value: float) -> float:
     """A value as the sequential run's logged float32 tensor holds it."""
@@ -33,11 +35,7 @@ class BestSoFar:
 
     def improves(self, value: float, tie: float | None) -> bool:
         value, tie = f32(value), math.nan if tie is None else f32(tie)
-        if self.epoch is None:
-            return True
-        if value == self.value:
-            return tie < self.tie
-        return value > self.value
+        return self.epoch is None or improves(value, tie, self.value, self.tie)
 
     def keep(self, value: float, tie: float | None, epoch: int, global_step: int, state: dict) -> None:
         value, tie = f32(value), math.nan if tie is None else f32(tie)

@@ -32,6 +32,7 @@ from hightpr.checks import check_keys
 from hightpr.ensemble import is_finished
 from hightpr.errors import HightprError
 from hightpr.jobs import job_resources
+from hightpr.metrics.evaluators import TIE_BREAK
 from hightpr.module import split_report
 from hightpr.regularizers.activity import reg_ratio
 from hightpr.runs import RunLock, clear_outputs, write_run
@@ -177,9 +178,9 @@ def _epoch_end(running: list[MemberState], results: list[tuple[dict, dict]], epo
         module.reg.on_validation_end(monitor)
         mb.epochs, step = epoch + 1, mb.global_step - 1
         val = {f"val/{k}": v for k, v in report.items()}
-        if mb.best.improves(monitor, report.get("loss")):
+        if mb.best.improves(monitor, report.get(TIE_BREAK)):
             _sync_counters(mb)
-            mb.best.keep(monitor, report.get("loss"), epoch, mb.global_step, clone_state(module))
+            mb.best.keep(monitor, report.get(TIE_BREAK), epoch, mb.global_step, clone_state(module))
         sums = (mb.sums / max(mb.count, 1)).tolist()
         train = {"train/loss": sums[0], "train/base_loss": sums[1], "train/reg_term": sums[2],
                  "train/reg_ratio": reg_ratio(sums[2], sums[1]),
