@@ -43,6 +43,7 @@ from hightpr.jobs import (
     resume_point,
     worker_process,
 )
+from hightpr.metrics.evaluators import monitor_value
 from hightpr.runs import RunLock, remove_unstarted, write_run
 
 log = logging.getLogger("hightpr")
@@ -182,7 +183,6 @@ def _train_batched(cfg: DictConfig, edir: Path, group: list[int]) -> list[int]:
 
 
 def validation_objective(metrics: dict) -> float | None:
-    """The validation metric a sweeper maximises (Optuna): AUC, or accuracy for multi-class runs."""
-    val = metrics.get("val") or {}
-    value = val.get("auc", val.get("accuracy"))
-    return None if value is None else float(value)
+    """The validation metric a sweeper maximises (Optuna): the run's validation monitor."""
+    found = monitor_value(metrics.get("val"))
+    return None if found is None else found[1]
