@@ -240,7 +240,7 @@ def _member_row(runs_csv: Path | None, member_dirs: list[Path]) -> dict | None:
     return {k: v for k, v in hits.iloc[-1].items() if not (isinstance(v, float) and math.isnan(v))}
 
 
-def finish(ensemble_dir: Path, runs_csv: Path | None, evaluator: Evaluator | None = None) -> dict:
+def finish_ensemble(ensemble_dir: Path, runs_csv: Path | None, evaluator: Evaluator | None = None) -> dict:
     """Aggregate the finished members and append the ensemble's row to `runs_csv` (if given)."""
     metrics = aggregate(ensemble_dir, evaluator)
     if runs_csv is not None:

@@ -27,7 +27,7 @@ from hightpr.config import choices, hydra_setting
 from hightpr.ensemble import (
     ensemble_dir_of,
     ensemble_requested,
-    finish,
+    finish_ensemble,
     is_finished,
     member_config,
     member_dir,
@@ -162,7 +162,7 @@ def train_members(cfg: DictConfig, *, batched: bool, run_fn: RunFn = train_run) 
     if member is not None:
         log.info("member %d done; aggregate the finished members with: hightpr-ensemble %s", member, edir)
         return {"member": member, "run_dir": str(member_dir(edir, member))}
-    metrics = finish(edir, Path(cfg.paths.runs_csv))
+    metrics = finish_ensemble(edir, Path(cfg.paths.runs_csv))
     log.info("%s", summary_text(edir, metrics))
     return metrics
 

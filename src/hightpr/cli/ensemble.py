@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="table for the ensemble row (default: <name>/runs.csv beside ensembles/)")
     parser.add_argument("--no-csv", action="store_true", help="do not append a row to runs.csv")
     args = parser.parse_args(argv)
-    from hightpr.ensemble import finish, summary_text, unfinished_members
+    from hightpr.ensemble import finish_ensemble, summary_text, unfinished_members
 
     edir = args.ensemble_dir
     if not edir.is_dir():
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluator = MulticlassEvaluator(args.critical)
     runs_csv = None if args.no_csv else (args.runs_csv or edir.resolve().parents[1] / "runs.csv")
-    metrics = finish(edir, runs_csv, evaluator)
+    metrics = finish_ensemble(edir, runs_csv, evaluator)
     print(summary_text(edir, metrics))
     missing = unfinished_members(edir)
     if missing:

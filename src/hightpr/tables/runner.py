@@ -234,7 +234,7 @@ def train_with_launcher(batch: list[tuple[Plan, Run]], ctx: Context, launcher: s
                         parallel: int) -> dict[str, str]:
     """Run each missing ensemble as a Hydra multirun over its members, `parallel` at a time, then
     aggregate the members that finished. Returns {key: error message} of those that failed."""
-    from hightpr.ensemble import finish
+    from hightpr.ensemble import finish_ensemble
 
     failed: dict[str, str] = {}
     queue = list(batch)
@@ -249,7 +249,7 @@ def train_with_launcher(batch: list[tuple[Plan, Run]], ctx: Context, launcher: s
                 failed[r.key] = f"the launcher exited with {proc.returncode}: {(out or '').strip()[-400:]}"
                 continue
             try:
-                finish(edir, ctx.pool / "runs.csv")
+                finish_ensemble(edir, ctx.pool / "runs.csv")
             except HightprError as err:
                 failed[r.key] = str(err)
     return failed
