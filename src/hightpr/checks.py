@@ -2,10 +2,11 @@
 
 `check_keys` refuses a key that nothing reads (naming the nearest valid one) and a value of the
 wrong type or range; `check_machine` what this machine cannot do; `hydra_errors` turns Hydra's
-composition errors into one line. Torch and Lightning are not imported here: the trainer's
-arguments are read from Lightning's source (`trainer_signature`), so a refused trainer setting,
-`--help` and `--cfg job` answer at once. Components' own settings import their class to read its
-signature.
+composition errors into one line. This module imports neither torch nor Lightning: the trainer's
+arguments are read from Lightning's source (`trainer_signature`) and the keys, the seed and the
+trainer's values are checked first, so such a refusal (like `--help` and `--cfg job`) answers at
+once. The components' settings and the threshold rule come after: they import the class (or the
+metrics) that reads them.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Entry points: they wire config, data, model, loss and regulariser together."""
+"""Console commands: each parses its arguments, calls the library (`hightpr.training`, `hightpr.tables`,
+...) and reports; nothing outside this package imports it."""
