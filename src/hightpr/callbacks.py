@@ -39,6 +39,7 @@ class BestEpoch(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self.tie_break = tie_break
         self.best_tie_value = math.inf
+        self.best_epoch: int | None = None  # the epoch of the best checkpoint saved by this process
 
     def _tie_value(self, trainer: pl.Trainer) -> float:
         value = trainer.callback_metrics.get(self.tie_break)
@@ -57,6 +58,7 @@ class BestEpoch(ModelCheckpoint):
         tie = self._tie_value(trainer)
         self.best_tie_value = math.inf if math.isnan(tie) else tie  # before the save: the file holds it
         super()._update_best_and_save(current, trainer, monitor_candidates)
+        self.best_epoch = trainer.current_epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_tie_value": self.best_tie_value}

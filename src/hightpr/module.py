@@ -48,7 +48,9 @@ class HighTPRModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.reg.on_train_epoch_start(self.current_epoch)
         self.loss.on_train_epoch_start(self.current_epoch)
-        self._epoch_sums = torch.zeros(2, device=self.device)   # base loss, term (x batch size)
+        # loss, base loss, term, each x batch size: Lightning's float32 sums of an epoch-mean log
+        self._epoch_sums = torch.zeros(3, device=self.device)
+        self._epoch_count = 0
 
     def objective(self, batch: dict[str, torch.Tensor], n_base: int, logits: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,17 +69,21 @@ class HighTPRModule(pl.LightningModule):
         batch, n_base = self.reg.extend_batch(batch)
         loss, base, term = self.objective(batch, n_base, self.model(batch["x"]))
         n = len(batch["y"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/base_loss", base, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/reg_term", term, on_step=False, on_epoch=True, batch_size=n)
-        sums = torch.stack([base.detach().mean(), term.detach().mean()])  # LibAUC's loss has shape [1]
-        self._epoch_sums += sums.to(self._epoch_sums.dtype) * n
+        # summed here and logged once an epoch: what self.log(on_epoch=True, batch_size=n) computes,
+        # without its per-step bookkeeping (LibAUC's loss has shape [1])
+        sums = torch.stack([loss.detach().mean(), base.detach().mean(), term.detach().mean()])
+        self._epoch_sums = self._epoch_sums + sums.to(self._epoch_sums.dtype) * n
+        self._epoch_count += n
         return loss
 
     def on_train_epoch_end(self) -> None:
+        if self._epoch_count:  # as Lightning: no training batch, no epoch mean
+            means = (self._epoch_sums / torch.tensor(self._epoch_count)).unbind()
+            for key, value in zip(("loss", "base_loss", "reg_term"), means, strict=True):
+                self.log(f"train/{key}", value, prog_bar=key == "loss")
         for key, value in self.reg.epoch_log().items():
             self.log(f"reg/{key}", value)
-        base, term = self._epoch_sums.unbind()
+        _, base, term = self._epoch_sums.unbind()
         self.log("train/reg_ratio", reg_ratio(term, base))   # how much the regulariser weighs
 
     # -- evaluation ------------------------------------------------------------------------

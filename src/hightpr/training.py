@@ -115,7 +115,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         interrupt = next((c for c in trainer.callbacks if isinstance(c, Interrupt)), None)
         raise SystemExit(interrupt.exit_code if interrupt and interrupt.exit_code else 143) from stop
     best = trainer.checkpoint_callback.best_model_path or None
-    trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    if not _holds_best_validation(trainer, module):
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
 
     facts_of_run = {"epochs_trained": trainer.current_epoch, "global_step": trainer.global_step,
@@ -126,6 +127,13 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
                         choices())
     log.info("outputs in %s", run_dir)
     return metrics
+
+
+def _holds_best_validation(trainer: pl.Trainer, module) -> bool:
+    """Whether the module's last validation is the best epoch's (the best epoch was the last one
+    trained here): its report and outputs are then the best checkpoint's, not validated again."""
+    epoch = getattr(trainer.checkpoint_callback, "best_epoch", None)
+    return "val" in module.outputs and epoch is not None and epoch == trainer.current_epoch - 1
 
 
 def batched_setting(cfg: DictConfig) -> bool:
