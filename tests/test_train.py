@@ -149,3 +149,30 @@ def test_evaluation_settings_reach_every_report(train):
     assert op["np_delta"] == 0.2 and ("np_threshold" in op or "np_note" in op)
     member = json.loads((r.run_dir / "member_01" / "metrics.json").read_text())
     assert member["operating_point"]["90tpr"]["np_delta"] == 0.2
+
+
+@pytest.mark.parametrize("epochs, lr, best_is_last", [(1, 1e-3, True), (3, 0.05, False)])
+def test_the_kept_best_validation_equals_validating_the_best_checkpoint(train, monkeypatch, epochs, lr,
+                                                                        best_is_last):
+    """When the best epoch was the last one validated, its outputs are kept instead of loading the best
+    checkpoint and validating it again; otherwise the best checkpoint is validated. Either way the
+    files are those of validating the best checkpoint."""
+    import pytorch_lightning as pl
+
+    import hightpr.training
+
+    calls = []
+    real_validate = pl.Trainer.validate
+    monkeypatch.setattr(pl.Trainer, "validate", lambda self, *a, **k: (calls.append(1), real_validate(
+        self, *a, **k))[1])
+    overrides = (f"trainer.max_epochs={epochs}", "trainer.patience=99", f"optimizer.lr={lr}")
+    kept = train(*overrides, name="kept")
+    assert kept.metrics["best_checkpoint"].endswith(f"best-epoch{epochs - 1 if best_is_last else 0:03d}.ckpt")
+    assert calls == ([] if best_is_last else [1])
+    monkeypatch.setattr(hightpr.training, "_holds_best_validation", lambda trainer, module: False)
+    validated = train(*overrides, name="validated")
+    assert kept.metrics["val"] == validated.metrics["val"]
+    assert kept.metrics["operating_point"] == validated.metrics["operating_point"]
+    for stage in ("val", "test"):
+        a, b = (load_logits(r.run_dir / f"logits_{stage}.npz") for r in (kept, validated))
+        assert all(np.array_equal(a[k], b[k]) for k in ("logits", "scores", "labels", "ids"))

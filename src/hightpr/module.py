@@ -40,6 +40,7 @@ class HighTPRModule(pl.LightningModule):
         self._gather: dict[str, list[tuple[torch.Tensor, ...]]] = {}
         self.outputs: dict[str, dict[str, np.ndarray]] = {}  # last evaluation per stage
         self.reports: dict[str, dict[str, float]] = {}
+        self.evaluated_at: dict[str, int] = {}  # the epoch each stage's outputs were computed at
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -98,7 +99,7 @@ class HighTPRModule(pl.LightningModule):
             return {}
         logits, labels, ids = self._whole_split(*(torch.cat(t) for t in zip(*parts, strict=True)))
         report, self.outputs[stage] = split_report(self.evaluator, self.loss, logits, labels, ids)
-        self.reports[stage] = report
+        self.reports[stage], self.evaluated_at[stage] = report, self.current_epoch
         for key, value in report.items():
             self.log(f"{stage}/{key}", float(value), prog_bar=key == self.evaluator.monitor)
         return report

@@ -131,9 +131,9 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
 
 def _holds_best_validation(trainer: pl.Trainer, module) -> bool:
     """Whether the module's last validation is the best epoch's (the best epoch was the last one
-    trained here): its report and outputs are then the best checkpoint's, not validated again."""
+    validated here): its report and outputs are then the best checkpoint's, not validated again."""
     epoch = getattr(trainer.checkpoint_callback, "best_epoch", None)
-    return "val" in module.outputs and epoch is not None and epoch == trainer.current_epoch - 1
+    return epoch is not None and module.evaluated_at.get("val") == epoch
 
 
 def batched_setting(cfg: DictConfig) -> bool:
