@@ -26,6 +26,7 @@ from hightpr.errors import HightprError
 from hightpr.metrics.evaluators import TIE_BREAK, evaluator_for
 from hightpr.models import MODELS_BY_INPUT
 from hightpr.module import HighTPRModule
+from hightpr.runs import checkpoint_dir, last_checkpoint
 from hightpr.task import Task
 
 log = logging.getLogger("hightpr")
@@ -194,10 +195,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
     logger = build(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
     plugins: list = [AtomicCheckpointIO()]
     callbacks = [
-        BestEpoch(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor=f"val/{monitor}",
+        BestEpoch(dirpath=checkpoint_dir(run_dir), filename="best-epoch{epoch:03d}", monitor=f"val/{monitor}",
                   mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break=f"val/{TIE_BREAK}"),
         # last.ckpt once an epoch is complete (after its validation): a killed run resumes from it
-        LastCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
+        LastCheckpoint(last_checkpoint(run_dir)),
         RNGState(),
         Interrupt(),
         pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t["patience"]),

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from hightpr.config import choices, hydra_setting
 from hightpr.ensemble import is_finished
 from hightpr.identity import run_key
-from hightpr.runs import clear_outputs, describe_checkpoint
+from hightpr.runs import clear_outputs, describe_checkpoint, last_checkpoint
 from hightpr.stacked.resume import saved_epoch
 
 RESUME_MODES = ("auto", "never")  # resume=auto|never|<run dir>
@@ -64,10 +64,6 @@ def job_resources(cfg: DictConfig) -> tuple[int | None, int | None]:
 def worker_process() -> bool:
     """Whether this process is a non-zero rank of a data-parallel run (launched by rank 0)."""
     return any(int(os.environ.get(var, "0") or 0) > 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
 def resume_point(run_dir: Path, fresh: bool, worker: bool = False) -> Path | None:

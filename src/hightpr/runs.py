@@ -257,6 +257,16 @@ class RunLock:
         self.release()
 
 
+def checkpoint_dir(run_dir: Path) -> Path:
+    """`<run dir>/checkpoints`: the best epoch's checkpoint and `last.ckpt`."""
+    return Path(run_dir) / "checkpoints"
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """`checkpoints/last.ckpt`: the state a killed run resumes from (both training paths write it)."""
+    return checkpoint_dir(run_dir) / "last.ckpt"
+
+
 OUTPUTS = ("metrics.json", "logits_val.npz", "logits_test.npz", "config_resolved.yaml")
 OUTPUT_DIRS = ("checkpoints", "csv")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hightpr.runs import write_json
+from hightpr.runs import checkpoint_dir, last_checkpoint, write_json
 from hightpr.stacked.outputs import clone_state, save_checkpoint
 from hightpr.stacked.selection import BestSoFar, Patience
 from hightpr.stacked.state import MemberState
@@ -26,8 +26,7 @@ MARK = "batched.json"
 
 
 def _paths(run_dir: Path) -> tuple[Path, Path]:
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    return ckpt_dir / "last.ckpt", ckpt_dir / MARK
+    return last_checkpoint(run_dir), checkpoint_dir(run_dir) / MARK
 
 
 def _finite(value: float) -> float | str:

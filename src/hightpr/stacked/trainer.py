@@ -35,7 +35,7 @@ from hightpr.jobs import job_resources
 from hightpr.metrics.evaluators import TIE_BREAK
 from hightpr.module import split_report
 from hightpr.regularizers.activity import reg_ratio
-from hightpr.runs import RunLock, clear_outputs, write_run
+from hightpr.runs import RunLock, checkpoint_dir, clear_outputs, last_checkpoint, write_run
 from hightpr.stacked.data import MemberData
 from hightpr.stacked.forward import OwnModels, make_forward
 from hightpr.stacked.layers import NotStackable
@@ -254,10 +254,10 @@ def _evaluate_best(members: list[MemberState], data: MemberData, settings: Setti
     best_paths = []
     for mb in members:
         _sync_counters(mb)
-        ckpt_dir = mb.run_dir / "checkpoints"
+        ckpt_dir = checkpoint_dir(mb.run_dir)
         if mb.epochs:  # as the sequential run: written at the end of each epoch (here: the last one)
-            save_checkpoint(ckpt_dir / "last.ckpt", clone_state(mb.module), mb.epochs - 1, mb.global_step,
-                            mb.optimizer, mb.schedulers)
+            save_checkpoint(last_checkpoint(mb.run_dir), clone_state(mb.module), mb.epochs - 1,
+                            mb.global_step, mb.optimizer, mb.schedulers)
         path = None
         if mb.best.epoch is not None:
             path = (ckpt_dir / f"best-epoch{mb.best.epoch:03d}.ckpt").resolve()
@@ -373,7 +373,7 @@ def _resume(members: list[MemberState], streams: MemberStreams) -> int:
     """The loop epoch to start at: the members' saved one when every member's state loads, else 0."""
     if saved_epoch(members[0].run_dir) is None:
         for mb in members:
-            if (mb.run_dir / "checkpoints" / "last.ckpt").is_file():
+            if last_checkpoint(mb.run_dir).is_file():
                 log.warning("%s was interrupted without a batched state: batched training starts it over",
                             mb.run_dir)
         return 0
