@@ -49,6 +49,7 @@ BAD_ARGUMENTS = [
     ("hightpr-tables", "hightpr.cli.tables", ["render", "nope-t99", "--scale", "cpu", "--results", "TMP"],
      "no table or figure"),
     ("hightpr-site", "hightpr.cli.site", ["TMP/site", "--table", "nope-t99"], "no table or figure"),
+    ("hightpr-site", "hightpr.cli.site", ["TMP/site", "--results", "TMP/typo"], "no such folder"),
     ("hightpr-status", "hightpr.cli.status", ["nope-t99", "--results", "TMP"], "no table or figure"),
     (None, "hightpr.data.prepare", ["cifar10", "--from", "TMP/missing.tar.gz", "--data-dir", "TMP"],
      "not found"),

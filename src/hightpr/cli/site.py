@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hightpr.errors import command
+from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 from hightpr.tables.specs import SCALES
 
@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `hightpr-site`; returns 2 with one `error:` line on a problem."""
     args = parser().parse_args(argv)
+    if not args.results.is_dir():  # a typo would build a site of empty tables
+        raise HightprError(f"--results {args.results}: no such folder (the saved runs are under "
+                           "<results>/runs/<scale>/; default ./results)")
     from hightpr.site.build import build_site
 
     report = build_site(args.out, args.results, args.paper, tuple(args.scale or SCALES), args.render,
