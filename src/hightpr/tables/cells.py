@@ -9,6 +9,7 @@ tables (RankReg Table 1's BCE rows and ALM Table 1's) is trained once.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,20 @@ def paper_cells(spec: TableSpec, paper_dir: Path) -> list[Cell]:
             if c.reg != spec.reference and not c.extra and ref not in seen and ref not in cells:
                 cells.append(ref)
     return cells
+
+
+def matches(cell: Cell, pattern: str) -> bool:
+    """A ROWS pattern: a glob on the cell's row (`bce*`, `bce:sampler=dual`), or on its full id
+    when the pattern has a '/' (`cifar10_binary.main@100/*`)."""
+    return fnmatch.fnmatchcase(cell.id if "/" in pattern else cell.row, pattern)
+
+
+def members_of(spec: TableSpec, cell: Cell, scale: Scale, family: str) -> int:
+    """The cell's ensemble size at `scale`: the table's `members` for a block the cell is in
+    (the largest where several are), else the scale's for its family."""
+    counts = [int(n) for block, n in (spec.members.get(scale.name) or {}).items()
+              if any(matches(cell, p) for p in spec.blocks.get(block, ()))]
+    return max(counts, default=scale.members_for(family))
 
 
 def figure_cells(spec: TableSpec) -> list[Cell]:
@@ -242,8 +257,9 @@ def plan(spec: TableSpec, cell: Cell, scale: Scale, paper_dir: Path, data_dir: P
                              or bool(cell.variant)))
     chosen = [o.split("=", 1)[1] for o in regs[cell.reg] if o.startswith("reg=")]
     reg_presets = protocol["reg_grids"].get(chosen[0] if chosen else cell.reg, [])
+    stated = {o.split("=", 1)[0] for o in method}     # a row that sets a grid's keys itself skips it
     for preset in reg_presets:
-        if not set(grid_preset(preset)) <= set(fixed):
+        if not set(grid_preset(preset)) <= set(fixed) | stated:
             stages.append(_stage(preset, scale))
     source = protocol["source"] if source_values is not None else ""
 
@@ -258,7 +274,8 @@ def plan(spec: TableSpec, cell: Cell, scale: Scale, paper_dir: Path, data_dir: P
     if cell.classes in rec.get("class_notes", {}):
         note += ", " + rec["class_notes"][cell.classes]
     return Plan(cell, family, tuple(data), tuple(method), tuple(loss), fixed, stages, tuple(budget),
-                tuple(base_budget), scale.members_for(family), note, source, unavailable, private, needs)
+                tuple(base_budget), members_of(spec, cell, scale, family), note, source, unavailable,
+                private, needs)
 
 
 def _stage(preset: str, scale: Scale, on_base: bool = False) -> Stage:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import fnmatch
 import logging
 import os
 import subprocess
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hightpr.errors import HightprError
-from hightpr.tables.cells import Cell, Plan, paper_cells, plan
+from hightpr.tables.cells import Cell, Plan, matches, paper_cells, plan
 from hightpr.tables.results import Run, ensemble_metrics, ensemble_path, pool_dir, resolve
 from hightpr.tables.specs import Scale, TableSpec
 
@@ -66,7 +65,7 @@ def select_rows(cells: list[Cell], spec: TableSpec, rows: str | None) -> list[Ce
     patterns: list[str] = []
     for item in (r.strip() for r in rows.split(",")):
         patterns += list(spec.blocks.get(item, [item])) if item else []
-    picked = [c for c in cells if any(fnmatch.fnmatchcase(c.id if "/" in p else c.row, p) for p in patterns)]
+    picked = [c for c in cells if any(matches(c, p) for p in patterns)]
     if not picked:
         known = ", ".join(dict.fromkeys(c.row for c in cells if not c.hidden))
         raise HightprError(f"ROWS={rows} matches no row of {spec.name}; rows: {known}"

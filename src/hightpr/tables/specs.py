@@ -51,6 +51,7 @@ class TableSpec:
     reference: str | None = None             # hidden rows with this reg (the DeLong reference)
     critical_classes: tuple[int, ...] | None = None
     blocks: dict = field(default_factory=dict, hash=False)
+    members: dict = field(default_factory=dict, hash=False)   # {scale: {block: N}}: rows given N members
     claims: tuple = ()
     cells: tuple = ()                        # figures: their cells
     eta: tuple[float, ...] = ()
@@ -68,7 +69,8 @@ def _spec(name: str, entry: dict, kind: str) -> TableSpec:
         avg_delta=bool(entry.get("avg_delta")), delong=bool(entry.get("delong")),
         reference=entry.get("reference"),
         critical_classes=tuple(entry["critical_classes"]) if entry.get("critical_classes") else None,
-        blocks=dict(entry.get("blocks") or {}), claims=tuple(entry.get("claims") or ()),
+        blocks=dict(entry.get("blocks") or {}), members=dict(entry.get("members") or {}),
+        claims=tuple(entry.get("claims") or ()),
         cells=tuple(entry.get("cells") or ()), eta=tuple(entry.get("eta") or ()),
         metrics=tuple(entry.get("metrics") or ()),
     )
