@@ -371,3 +371,30 @@ def test_multiclass_training_run_on_long_tailed_data(train):
     state = torch.load(r.metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     n = int(rows["reg/buffer_fill"].iloc[-1])
     assert n > 0 and bool((state["reg.buffer.y"][:n] == 9).all())  # the critical class only
+
+
+def test_penalty_floor_is_the_least_term_over_every_order():
+    """The floor by hand (positives on ranks 1 and 2 of 4: (1/16 + 4/16) / 2) and by brute force:
+    the smallest l_reg over every ordering of the list's scores, for each penalty."""
+    import itertools
+
+    from hightpr.regularizers.rankreg import PENALTIES, penalty_floor, rank_penalty
+
+    pos = torch.tensor([True, False, True, False])
+    assert penalty_floor(pos, "squared").item() == pytest.approx(5 / 32)
+    for penalty in PENALTIES:
+        for normalize in (True, False):
+            least = min(rank_penalty(torch.tensor(order, dtype=torch.float32), pos, penalty, normalize).item()
+                        for order in itertools.permutations([0.0, 1.0, 2.0, 3.0]))
+            assert penalty_floor(pos, penalty, normalize).item() == pytest.approx(least, rel=1e-6)
+    rows = torch.tensor([[False, False, False], [True, True, False]])
+    assert penalty_floor(rows, "linear").tolist() == pytest.approx([0.0, 0.5])
+
+
+def test_epoch_log_reports_the_weighted_floor():
+    from hightpr.regularizers import RankReg
+
+    reg = RankReg(weight=0.5, buffer=None)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    reg(torch.zeros(4, 1), torch.tensor([0.1, 0.9, 0.2, 0.3]), y, torch.arange(4))
+    assert reg.epoch_log()["term_floor"].item() == pytest.approx(0.5 * (1 / 16 + 4 / 16) / 2)

@@ -52,6 +52,22 @@ def _penalty_and_ranks(
     return loss, r
 
 
+def penalty_floor(is_positive: torch.Tensor, penalty: str = "squared", normalize: bool = True
+                  ) -> torch.Tensor:
+    """The least l_reg a list can have: its P positives on ranks 1..P (no ties), so
+    1/P * sum_{i<=P} g(i / n). What the term cannot go below whatever the model learns; 0 for a
+    list without positives. is_positive: [n] or [..., n] bool; returns one value per list."""
+    g = _penalty_fn(penalty)
+    n = is_positive.shape[-1]
+    if n == 0:
+        return torch.zeros(is_positive.shape[:-1])
+    steps = torch.arange(1, n + 1, dtype=torch.float32, device=is_positive.device)
+    cums = torch.cumsum(g(steps / n if normalize else steps), 0)
+    p = is_positive.sum(-1)
+    at = cums[(p - 1).clamp_min(0)]
+    return torch.where(p > 0, at / p.clamp_min(1), torch.zeros_like(at))
+
+
 def rank_penalty(
     scores: torch.Tensor,
     is_positive: torch.Tensor,
@@ -112,8 +128,9 @@ class RankReg(Regularizer):
         if self.multiclass and len(crit) == 0:
             raise ValueError("reg.critical_classes is empty: give class indices, or null for binary")
         self.register_buffer("critical", crit, persistent=False)
-        # epoch sums [l_reg, steps, ranks of positives, positives, lowest ranks, lists with positives]
-        self.register_buffer("_sums", torch.zeros(6), persistent=False)
+        # epoch sums [l_reg, steps, ranks of positives, positives, lowest ranks, lists with positives,
+        # l_reg's floor]
+        self.register_buffer("_sums", torch.zeros(7), persistent=False)
 
     # -- lists and positives -----------------------------------------------------------------
     def _is_critical(self, y: torch.Tensor) -> torch.Tensor:
@@ -163,18 +180,22 @@ class RankReg(Regularizer):
         per_list, r = _penalty_and_ranks(lists, positive, self.penalty, self.normalize, self.interpolation)
         present = positive.any(-1)
         loss = per_list.sum() / present.sum().clamp_min(1)
-        self._accumulate(loss.detach(), r.detach(), positive, present)
+        floor = penalty_floor(positive, self.penalty, self.normalize).to(loss).sum()
+        floor = floor / present.sum().clamp_min(1)
+        self._accumulate(loss.detach(), r.detach(), positive, present, floor)
         return self.weight * loss
 
     @torch.no_grad()
     def _accumulate(
-        self, loss: torch.Tensor, r: torch.Tensor, positive: torch.Tensor, present: torch.Tensor
+        self, loss: torch.Tensor, r: torch.Tensor, positive: torch.Tensor, present: torch.Tensor,
+        floor: torch.Tensor,
     ) -> None:
         r = r if self.normalize else r / max(r.shape[-1], 1)
         rp = r * positive.to(r.dtype)  # ranks of positives, 0 elsewhere
         worst = rp.amax(-1).sum() if r.numel() else rp.sum()
         one = torch.ones((), device=r.device)
-        self._sums += torch.stack([loss, one, rp.sum(), positive.sum(), worst, present.sum()]).to(self._sums)
+        sums = [loss, one, rp.sum(), positive.sum(), worst, present.sum(), floor]
+        self._sums += torch.stack(sums).to(self._sums)
 
     @torch.no_grad()
     def after_step(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, scores: torch.Tensor) -> None:
@@ -193,15 +214,17 @@ class RankReg(Regularizer):
         self._sums.zero_()
 
     def epoch_log(self) -> dict[str, torch.Tensor]:
-        """Epoch means: l_reg, normalised rank of positives, lowest positive's rank; buffer fill."""
+        """Epoch means: l_reg, the weighted term's floor (`penalty_floor`), normalised rank of
+        positives, lowest positive's rank; buffer fill."""
 
         def mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
             return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
         fill = 0 if self.buffer is None else self.buffer.fill
-        loss, steps, rank_sum, n_pos, worst_sum, n_worst = self._sums
+        loss, steps, rank_sum, n_pos, worst_sum, n_worst, floor = self._sums
         return {
             "loss": mean(loss, steps),
+            "term_floor": self.weight * mean(floor, steps),   # train/reg_term cannot go below it
             "pos_rank_mean": mean(rank_sum, n_pos),
             "pos_rank_worst": mean(worst_sum, n_worst),
             "buffer_fill": torch.tensor(float(fill), device=self._sums.device),
