@@ -88,7 +88,8 @@ def compose_run(plan_: Plan, run: Run, ctx: Context):
     from hightpr.config import compose_config
 
     try:
-        cfg = compose_config([*run.overrides, *ctx.machine_overrides(plan_, run)])
+        cfg = compose_config([*run.overrides, *(o for o in ctx.machine_overrides(plan_, run)
+                                                 if not launcher_setting(o))])
         check_keys(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise HightprError(f"{plan_.cell.id}: its config does not compose ({type(err).__name__}: "
@@ -220,6 +221,19 @@ def _quiet(status: Callable[[str], None] | None = None) -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
+def launcher_setting(override: str) -> bool:
+    """`hydra.launcher.partition=debug`: a setting of the launcher (`--override`, with `--launcher`),
+    passed to it on its command line, not part of a run's config."""
+    return override.lstrip("+~").startswith("hydra.launcher.")
+
+
+def launcher_error(output: str) -> str:
+    """What a launcher's command ended with: its `error:` line, else its last line."""
+    lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith("error: ")]
+    return own[-1].removeprefix("error: ") if own else (lines[-1] if lines else "no output")
+
+
 def launcher_command(plan_: Plan, run: Run, ctx: Context, launcher: str) -> list[str]:
     """`python -m hightpr.cli.train -m hydra/launcher=X <overrides> ensemble.member=1,...,N`:
     one job per member through the Hydra launcher; aggregated by the runner afterwards."""
@@ -245,7 +259,7 @@ def train_with_launcher(batch: list[tuple[Plan, Run]], ctx: Context, launcher: s
             out, _ = proc.communicate()
             edir = ensemble_path(ctx.pool, r.key)
             if proc.returncode != 0:
-                failed[r.key] = f"the launcher exited with {proc.returncode}: {(out or '').strip()[-400:]}"
+                failed[r.key] = f"the launcher exited with {proc.returncode}: {launcher_error(out)}"
                 continue
             try:
                 finish_ensemble(edir, ctx.pool / "runs.csv")
@@ -260,6 +274,10 @@ def run_table(spec: TableSpec, ctx: Context, rows: str | None = None, launcher: 
     run: it is in the summary, with its run dir; the caller renders, then fails."""
     if launcher is not None and launcher not in LAUNCHERS:
         raise HightprError(f"LAUNCHER={launcher}: use one of {', '.join(LAUNCHERS)}")
+    settings = [o for o in ctx.scale.execution if launcher_setting(o)]
+    if settings and launcher is None:
+        raise HightprError(f"--override {settings[0]} is a launcher setting: add --launcher slurm "
+                           "(LAUNCHER=slurm)")
     plans = table_plans(spec, ctx, rows)
     summary = Summary(unavailable=sum(1 for p in plans if p.unavailable))
     plans = [p for p in plans if not p.unavailable]
