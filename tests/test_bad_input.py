@@ -186,6 +186,9 @@ def test_command_line_refusals_are_one_line(tiny_data_dir, tmp_path):
         commands["trainer=cpu_quick"] = [*base, "trainer=gpu"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "HIGHTPR_DEBUG": "0"}
     env.pop("HYDRA_FULL_ERROR", None)
+    # hydra/launcher=slurm on a machine without SLURM, also where SLURM is installed
+    env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep)
+                                  if d and not (Path(d) / "sbatch").exists())
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(list(commands.values()))], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     results = json.loads(proc.stdout.strip().splitlines()[-1])

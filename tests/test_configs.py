@@ -149,7 +149,11 @@ def test_slurm_launcher_config():
                         reason="hydra-submitit-launcher not installed (pip install -e '.[slurm]')")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hightpr_slurm.slurm_launcher.SlurmLauncher"
+    # resources follow the run (hightpr.jobs.slurm_request); time-outs requeue
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.mem_gb) == (None, None, None)
+    assert launcher.max_num_timeout >= 1 and launcher.partition is None
 
 
 def test_rankreg_melanoma_preset_is_the_papers_setup():

@@ -3,20 +3,24 @@
 The one owner of the resume policy of both training paths: a finished run is not trained again
 (`resume=never` retrains it), a run killed in Lightning's loop continues from its `last.ckpt`, an
 ensemble's members killed in batched training continue batched, grouped by the epoch they reached
-(`hightpr.stacked.resume`); anything unreadable starts over with one warning.
+(`hightpr.stacked.resume`); anything unreadable starts over with one warning. Also the owner of what
+a job asks a scheduler for (`slurm_request`) and of whether a grid point has anything left to do
+(`point_finished`), so that `hightpr.slurm` submits only what the run needs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hightpr.config import choices, hydra_setting
-from hightpr.ensemble import is_finished
+from hightpr.ensemble import ensemble_dir_of, ensemble_requested, finished_members, is_finished, member_dir
+from hightpr.errors import HightprError
 from hightpr.identity import run_key
 from hightpr.runs import clear_outputs, describe_checkpoint, last_checkpoint
 from hightpr.stacked.resume import saved_epoch
@@ -43,9 +47,13 @@ def default_run_dir(cfg: DictConfig) -> Path:
 
 
 def job_resources(cfg: DictConfig) -> tuple[int | None, int | None]:
-    """(torch threads, GPU index) of this job: `trainer.num_threads` if set; under the local
-    parallel launcher, cores / n_jobs and, with several GPUs, GPU (job number mod GPU count)."""
+    """(torch threads, GPU index) of this job: `trainer.num_threads` if set; in a SLURM job, the CPUs
+    it was given (not every core of the node); under the local parallel launcher, cores / n_jobs
+    and, with several GPUs, GPU (job number mod GPU count)."""
     threads = int(cfg.trainer.num_threads) if cfg.trainer.get("num_threads") else None
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if threads is None and slurm_cpus.isdigit() and os.environ.get("SLURM_JOB_ID"):
+        threads = int(slurm_cpus)
     launcher = hydra_setting("launcher")
     if launcher is None or "Joblib" not in str(launcher.get("_target_", "")):
         return threads, None
@@ -59,6 +67,87 @@ def job_resources(cfg: DictConfig) -> tuple[int | None, int | None]:
     single = cfg.trainer.get("devices") in (1, "1", None)
     gpu = int(hydra_setting("job.num")) % gpus if gpus > 1 and single else None
     return threads, gpu
+
+
+# What a SLURM job asks for when hydra.launcher leaves it null (docs/clusters.md): a CPU run its
+# trainer.num_threads or 2 CPUs, a GPU run 4 CPUs per GPU (data loading); 4 GB of memory per CPU.
+SLURM_CPUS_CPU_RUN = 2
+SLURM_CPUS_PER_GPU = 4
+SLURM_MEM_GB_PER_CPU = 4
+GPU_ACCELERATORS = ("auto", "gpu", "cuda")
+
+
+def _device_count(devices: object) -> int | None:
+    """How many devices `trainer.devices` names, or None when it leaves it to the machine (auto, -1)."""
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return devices if devices >= 1 else None
+    if isinstance(devices, list | tuple) or OmegaConf.is_list(devices):
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return int(devices) or None
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    return None
+
+
+def slurm_request(cfg: DictConfig, given: Mapping[str, int | None] | None = None) -> dict[str, int]:
+    """{gpus_per_node, cpus_per_task, mem_gb} a SLURM job of this run asks for, from its trainer.
+
+    A CPU trainer (`trainer.accelerator=cpu`) asks for no GPU, otherwise (gpu, cuda, auto) for as
+    many as `trainer.devices` names; CPUs are `trainer.num_threads`, else `SLURM_CPUS_CPU_RUN` for a
+    CPU run and `SLURM_CPUS_PER_GPU` per GPU; memory `SLURM_MEM_GB_PER_CPU` per CPU. `given`: the
+    settings the user set (`hydra.launcher.cpus_per_task=1`; None: derive it), kept as they are, and
+    what is derived follows them (the memory of the CPUs asked for). A data-parallel run (more than
+    one device) is refused: a SLURM job here runs one process, and Lightning would expect one SLURM
+    task per device.
+    """
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if given.get("gpus_per_node") is not None:
+        gpus = int(given["gpus_per_node"])
+        return _cpus_and_memory(cfg, gpus, given)
+    trainer = cfg.trainer
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if accelerator == "cpu":
+        gpus = 0
+    elif accelerator in GPU_ACCELERATORS:
+        devices = trainer.get("devices")
+        count = _device_count(OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices)
+        if count != 1:
+            raise HightprError(f"trainer.devices={devices}: a hydra/launcher=slurm job trains on one device "
+                               "(data-parallel trainer=ddp is not supported there); use trainer.devices=1 "
+                               "or trainer=gpu")
+        gpus = 1
+    else:
+        raise HightprError(f"trainer.accelerator={accelerator} does not run under hydra/launcher=slurm: "
+                           "use trainer.accelerator=gpu or cpu")
+    return _cpus_and_memory(cfg, gpus, given)
+
+
+def _cpus_and_memory(cfg: DictConfig, gpus: int, given: Mapping[str, int]) -> dict[str, int]:
+    threads = cfg.trainer.get("num_threads")
+    cpus = int(threads) if threads else (SLURM_CPUS_PER_GPU * gpus if gpus else SLURM_CPUS_CPU_RUN)
+    cpus = int(given.get("cpus_per_task") or cpus)
+    mem = int(given.get("mem_gb") or SLURM_MEM_GB_PER_CPU * cpus)
+    return {"gpus_per_node": gpus, "cpus_per_task": cpus, "mem_gb": mem}
+
+
+def point_finished(cfg: DictConfig, run_dir: Path, run_choices: dict[str, str] | None = None) -> bool:
+    """Whether a grid point has nothing left to train: its run finished (`run_dir`), or, for an
+    ensemble, the member it asks for, or all members and their aggregate. `resume=never`: never."""
+    if fresh_start(cfg):
+        return False
+    if str(cfg.get("resume") or "auto") not in RESUME_MODES:
+        run_dir = Path(str(cfg.resume))
+    if not ensemble_requested(cfg):
+        return is_finished(run_dir)
+    edir = ensemble_dir_of(cfg, run_choices)
+    member = cfg.ensemble.get("member")
+    if member is not None:
+        return is_finished(member_dir(edir, int(member)))
+    members = int(cfg.ensemble.members)
+    return (edir / "metrics.json").is_file() and len(finished_members(edir)) >= members
 
 
 def worker_process() -> bool:

@@ -30,6 +30,7 @@ def _quiet_libraries() -> None:
 class Preflight(Callback):
     """Hydra callback (`hydra.callbacks.preflight`): the config and the machine are checked before
     Hydra writes anything (a run's folder, a grid's multirun.yaml); a problem is one `error:` line.
+    Under `hydra/launcher=slurm`: SLURM's commands are here and the run is one SLURM can be asked for.
 
     Hydra turns a callback's exceptions into warnings, so the boundary (`user_errors`) is here.
     """
@@ -44,11 +45,14 @@ class Preflight(Callback):
         with user_errors(exit_when_debugging=True):
             target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
             if target.endswith("SlurmLauncher"):
-                missing = [cmd for cmd in ("sbatch", "srun") if shutil.which(cmd) is None]
+                missing = [cmd for cmd in ("sbatch", "srun", "sacct") if shutil.which(cmd) is None]
                 if missing:
                     raise HightprError(f"hydra/launcher=slurm needs SLURM, but {' and '.join(missing)} "
                                        "cannot be found here: use hydra/launcher=local (this machine) "
                                        "or run from a SLURM login node")
+                from hightpr.jobs import slurm_request
+
+                slurm_request(without_hydra(config))  # a run SLURM cannot be asked for is refused here
             check_writable(Path(str(config.hydra.sweep.dir)), "the sweep folder")
 
 
