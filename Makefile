@@ -24,7 +24,7 @@ TABLE_FLAGS = $(COMMON_FLAGS) --scale $(SCALE) $(if $(DRY),--dry) $(if $(LAUNCHE
 	$(if $(ROWS),--rows '$(ROWS)')
 RENDER_FLAGS = $(COMMON_FLAGS) $(if $(filter command line environment,$(origin SCALE)),--scale $(SCALE))
 
-.PHONY: help setup test test-slow lint check-wheel data data-tiny data-mri train tables figures \
+.PHONY: help setup test test-slow test-slurm lint check-wheel data data-tiny data-mri train tables figures \
 	device-check study-thresholds site status
 
 help:  ## list the targets
@@ -41,6 +41,9 @@ test:  ## the fast test suite (slow tests are skipped)
 
 test-slow:  ## the slow tests too (real-data training runs)
 	$(BIN)/pytest -q -m "slow or not slow"
+
+test-slurm:  ## hydra/launcher=slurm against a running SLURM (scripts/slurm_cluster.sh start; docs/clusters.md)
+	$(BIN)/pytest -q -m slow tests/test_slurm_cluster.py
 
 lint:  ## ruff
 	$(BIN)/ruff check .
