@@ -25,7 +25,7 @@ TABLE_FLAGS = $(COMMON_FLAGS) --scale $(SCALE) $(if $(DRY),--dry) $(if $(LAUNCHE
 RENDER_FLAGS = $(COMMON_FLAGS) $(if $(filter command line environment,$(origin SCALE)),--scale $(SCALE))
 
 .PHONY: help setup test test-slow test-slurm lint check-wheel data data-tiny data-mri train tables figures \
-	device-check study-thresholds site status
+	device-check study-thresholds study-verdicts site status
 
 help:  ## list the targets
 	@grep -E '^[a-z%-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ figures:  ## re-render both figures from saved runs, training nothing
 
 device-check:  ## the prepared GPU check: speed, memory, correctness, one JSON line (DEVICE=cpu QUICK=1 on a CPU)
 	$(RUN_PY) scripts/device_check.py --device $(DEVICE) $(if $(QUICK),--quick) --results $(RESULTS)
+
+study-verdicts:  ## size and power of the tables' comparison test (results/studies/; QUICK=1: under a minute)
+	$(BIN)/python scripts/study_verdicts.py $(if $(QUICK),--quick) --results $(RESULTS)
 
 study-thresholds:  ## which validation threshold keeps its TPR promise (results/studies/; QUICK=1 for a short one)
 	$(BIN)/python scripts/study_thresholds.py $(if $(QUICK),--quick) --results $(RESULTS)

@@ -44,5 +44,6 @@ def test_an_ensemble_is_active_when_any_member_was():
     loud = {"ratio_max": 0.5, "ratio_mean": 0.1, "active": True}
     assert summarise([quiet, quiet])["active"] is False
     got = summarise([quiet, loud, None])
-    assert got == {"members": 2, "ratio_max": 0.5, "ratio_mean": pytest.approx(0.05025), "active": True}
+    assert got == {"members": 2, "above_floor": False, "ratio_max": 0.5, "ratio_mean": pytest.approx(0.05025),
+                   "active": True}
     assert summarise([None]) is None

@@ -1,7 +1,9 @@
 """`hightpr-compare RUN_A RUN_B`: DeLong test (and optional bootstrap CIs) for two saved runs.
 
 A RUN is a run dir, an ensemble dir (anything holding `logits_test.npz`) or a `logits_*.npz`
-file. Both must have been tested on the same samples (same ids).
+file. Both must have been tested on the same samples (same ids). Two ensembles of at least two
+finished members each also get the tables' test over members and test samples
+(`hightpr.metrics.comparison.compare`), paired seed by seed where their members share seeds.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hightpr.ensemble import finished_members
 from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
+from hightpr.metrics import comparison
 from hightpr.metrics.bootstrap import default_metrics, paired_bootstrap
 from hightpr.metrics.delong import delong_covariance, delong_test
 from hightpr.runs import load_logits
@@ -59,6 +63,40 @@ def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], name_a: str, name
     return a["labels"]
 
 
+def member_arm(path: Path, stage: str = "test") -> tuple[np.ndarray, np.ndarray, comparison.Arm] | None:
+    """(ids, labels, the members' scores and seeds) of an ensemble dir with >= 2 finished members,
+    samples sorted by id; None for anything else."""
+    from omegaconf import OmegaConf
+
+    path = Path(path)
+    members = finished_members(path) if path.is_dir() else {}
+    if len(members) < 2:
+        return None
+    runs = [load_run(d, stage) for d in members.values()]
+    if any(not np.array_equal(r["ids"], runs[0]["ids"]) for r in runs):
+        return None
+    seeds = []
+    for d in members.values():
+        cfg = d / "config_resolved.yaml"
+        seed = OmegaConf.select(OmegaConf.load(cfg), "seed") if cfg.is_file() else None
+        seeds.append(None if seed is None else int(seed))
+    known = None if None in seeds else tuple(seeds)
+    return runs[0]["ids"], runs[0]["labels"], comparison.Arm(np.stack([r["scores"] for r in runs]), known)
+
+
+def members_test(path_a: Path, path_b: Path, stage: str, tprs: tuple[float, ...], n: int, seed: int,
+                 level: float) -> dict | None:
+    """{metric: evidence} of A − B over members and test samples (percent), None unless both are
+    ensembles of >= 2 members tested on the same samples."""
+    a, b = member_arm(path_a, stage), member_arm(path_b, stage)
+    if a is None or b is None or not np.array_equal(a[0], b[0]):
+        return None
+    labels = a[1].astype(bool)
+    metrics = ["auc", *(f"fpr@{round(t * 100)}tpr" for t in tprs)]
+    return {m: comparison.compare([a[2], b[2]], labels, m, n=n, seed=seed, level=level, scale=100.0)
+            for m in metrics}
+
+
 def compare(path_a: Path, path_b: Path, stage: str = "test", bootstrap: int = 0,
             tprs: tuple[float, ...] = (0.90, 0.95, 0.98), seed: int = 0, level: float = 0.95) -> dict:
     """DeLong test of AUC(a) = AUC(b) and, with `bootstrap` > 0, paired bootstrap intervals."""
@@ -74,6 +112,10 @@ def compare(path_a: Path, path_b: Path, stage: str = "test", bootstrap: int = 0,
         intervals = paired_bootstrap(a["scores"], b["scores"], labels, default_metrics(tprs), n=bootstrap,
                                      seed=seed, level=level)
         out["bootstrap"] = {"n": bootstrap, "level": level, "seed": seed, "metrics": intervals}
+    got = members_test(path_a, path_b, stage, tprs, bootstrap or 1000, seed, level)
+    if got is not None:
+        out["members_test"] = {m: {k: (list(v) if isinstance(v, tuple) else v) for k, v in ev.items()}
+                               for m, ev in got.items()}
     return out
 
 
@@ -94,6 +136,17 @@ def report_text(res: dict) -> str:
             cells = [f"{r[k]:.4f} [{r[k + '_lo']:.4f}, {r[k + '_hi']:.4f}]" for k in ("a", "b")]
             diff = f"{r['diff']:+.4f} [{r['diff_lo']:+.4f}, {r['diff_hi']:+.4f}]"
             lines.append(f"{name:<11}{cells[0]:>26}{cells[1]:>26}{diff:>28}")
+    if "members_test" in res:
+        first = next(iter(res["members_test"].values()))
+        pct = f"{first['level'] * 100:g}%"
+        ma, mb = first["members"]
+        paired = ", paired by seed" if first["paired"] else ""
+        lines.append(f"members x test samples (the tables' test; {ma} and {mb} members{paired}; percent, "
+                     f"{pct} interval, t reference):")
+        for name, ev in res["members_test"].items():
+            lines.append(f"{name:<11}A - B {ev['diff']:+.2f} [{ev['lo']:+.2f}, {ev['hi']:+.2f}]  "
+                         f"se {ev['se']:.2f} (members {ev['se_members']:.2f}, test {ev['se_test']:.2f})  "
+                         f"p {ev['p']:.3g}")
     return "\n".join(lines)
 
 

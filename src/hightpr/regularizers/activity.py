@@ -1,12 +1,15 @@
 """How much a regulariser did in a run: its term against the base loss, epoch by epoch.
 
 A regulariser whose term stays a tiny fraction of the base loss barely moves the gradient, so a
-table row "+ALM" trained that way says nothing about ALM. Every run logs, per epoch, the mean
-base loss (`train/base_loss`), the mean regulariser term (`train/reg_term`) and the
-regulariser's own state (`reg/*`: ALM's mu and multipliers, RankReg's penalty and buffer fill)
-in `csv/metrics.csv`; `activity` reads them back, with the ratio |term| / base per epoch, and
-`summarise` merges the members of an ensemble. A run is *inactive* when that ratio stayed below
-`ACTIVE_RATIO` in every epoch.
+table row "+ALM" trained that way says nothing about ALM. What counts is the term above its
+floor, the least it can be whatever the model learns: RankReg's penalty never goes below that of
+positives ranked on top (`reg/term_floor`, logged since it was added; older runs lack it and are
+measured by their whole term, which `above_floor` tells apart), ALM's floor is 0.
+Every run logs, per epoch, the mean base loss (`train/base_loss`), the mean regulariser term
+(`train/reg_term`) and the regulariser's own state (`reg/*`: ALM's mu and multipliers, RankReg's
+penalty and buffer fill) in `csv/metrics.csv`; `activity` reads them back, with the ratio
+|term - floor| / base per epoch, and `summarise` merges the members of an ensemble. A run is
+*inactive* when that ratio stayed below `ACTIVE_RATIO` in every epoch.
 """
 
 from __future__ import annotations
@@ -45,7 +48,13 @@ def epoch_table(csv_log: Path) -> pd.DataFrame | None:
         return None
     out = pd.DataFrame({"epoch": train["epoch"].astype(int), "base": train["train/base_loss"],
                         "term": train["train/reg_term"]})
-    out["ratio"] = reg_ratio(out["term"], out["base"])
+    floor = log.dropna(subset=["reg/term_floor"]).groupby("epoch")["reg/term_floor"].last() \
+        if "reg/term_floor" in log else None
+    if floor is not None and out["epoch"].isin(floor.index).all():
+        out["floor"] = out["epoch"].map(floor)
+        out["ratio"] = reg_ratio(out["term"] - out["floor"], out["base"])   # what the term does
+    else:
+        out["ratio"] = reg_ratio(out["term"], out["base"])
     for key in STATE_KEYS:
         if f"reg/{key}" in log:
             state = log.dropna(subset=[f"reg/{key}"]).groupby("epoch")[f"reg/{key}"].last()
@@ -60,7 +69,8 @@ def activity(csv_log: Path) -> dict | None:
     if table is None:
         return None
     last = table.iloc[-1]
-    out = {"epochs": int(len(table)), "base_mean": float(table["base"].mean()),
+    out = {"epochs": int(len(table)), "above_floor": "floor" in table,
+           "base_mean": float(table["base"].mean()),
            "term_mean": float(table["term"].mean()), "ratio_max": float(table["ratio"].max()),
            "ratio_mean": float(table["ratio"].mean()), "ratio_last": float(last["ratio"]),
            "active": bool(table["ratio"].max() >= ACTIVE_RATIO)}
@@ -70,10 +80,15 @@ def activity(csv_log: Path) -> dict | None:
 
 def summarise(members: Sequence[Mapping]) -> dict | None:
     """An ensemble's activity from its members': the largest ratio any member reached, the mean of
-    their mean ratios, and `active` when any member's term reached `ACTIVE_RATIO`."""
+    their mean ratios, and `active` when any member's term reached `ACTIVE_RATIO`. Where some
+    members logged their term's floor, only those are summarised (`above_floor`)."""
     members = [m for m in members if m]
     if not members:
         return None
-    return {"members": len(members), "ratio_max": max(m["ratio_max"] for m in members),
+    measured = [m for m in members if m.get("above_floor")]
+    if measured:            # members that logged the floor say what the term did; the others cannot
+        members = measured
+    return {"members": len(members), "above_floor": bool(measured),
+            "ratio_max": max(m["ratio_max"] for m in members),
             "ratio_mean": sum(m["ratio_mean"] for m in members) / len(members),
             "active": any(m["active"] for m in members)}

@@ -361,9 +361,10 @@ def section_notes(md: str) -> dict[str, str]:
     return out
 
 
-VERDICTS = (("none", re.compile(r"not run|no rows|not informative|^\W*not in the table|^\W*0/0\b", re.I)),
+VERDICTS = (("none", re.compile(r"not run|no rows|not informative|no verdict|^\W*not in the table|^\W*0/0\b",
+                                re.I)),
             ("not-supported", re.compile(r"\bNOT\b")),
-            ("weak", re.compile(r"not significant|tied", re.I)),
+            ("weak", re.compile(r"not significant|tied|not distinguishable|not decided", re.I)),
             ("supported", re.compile(r"\bsupported\b|\bagrees\b|\bbest\b", re.I)))
 
 

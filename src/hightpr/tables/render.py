@@ -54,7 +54,8 @@ class TableView:
         self.cell_set = set(self.all_cells)
         self.plans = {c: plan(spec, c, ctx.scale, ctx.paper_dir, ctx.data_dir) for c in self.all_cells}
         self.outcomes: dict[Cell, Outcome | None] = {
-            c: None if p.private else outcome(p, ctx.pool, ctx.scale.grid_limit)  # saved runs, not local data
+            c: None if p.private else outcome(p, ctx.pool, ctx.scale.grid_limit,  # saved runs, not data
+                                              least=min(p.members, ctx.scale.members_for(p.family)))
             for c, p in self.plans.items()}
         self.cells = [c for c in self.all_cells if not c.hidden and not c.extra]
         self.visible = [c for c in self.all_cells if not c.hidden]
@@ -138,19 +139,26 @@ class TableView:
         return bootstrap_ci(out, tuple(self.columns), self.n_boot).get(column)
 
     @functools.cached_property
-    def avg_deltas(self) -> dict[str, dict[str, tuple[float | None, float | None, int]]]:
-        """{section: {avg metric: (paper printed, ours D1, losses)}} for tables with an Avg.Δ row."""
+    def avg_deltas(self) -> dict[str, dict[str, tuple[float | None, float | None, int, float | None]]]:
+        """{section: {avg metric: (paper printed, ours D1, losses, the paper's D1 over the same
+        losses as ours)}} for tables with an Avg.Δ row: ours is compared like for like."""
         out: dict = {}
         for (section, avg_metric), (printed, _) in self.avg_printed.items():
             metric = compared_metric(avg_metric)
-            ours = {(c.base_loss, c.reg): self.ours(c, metric) for c in self.cells if c.section == section}
-            got = d1({k: v for k, v in ours.items() if v is not None}, metric)
-            out.setdefault(section, {})[avg_metric] = (as_float(printed), *(got or (None, 0)))
+            ours = {(c.base_loss, c.reg): self.ours(c, metric) for c in self.cells if c.section == section
+                    and not c.variant}
+            ours = {k: v for k, v in ours.items() if v is not None}
+            got = d1(ours, metric)
+            ran = {loss for loss, reg in ours if all((loss, r) in ours for r in ("none", "alm", "rankreg"))}
+            same = self.paper_d1(section, avg_metric, ran) if got else None
+            out.setdefault(section, {})[avg_metric] = (as_float(printed), *(got or (None, 0)), same)
         return out
 
-    def paper_d1(self, section: str, avg_metric: str) -> float | None:
+    def paper_d1(self, section: str, avg_metric: str, losses: set[str] | None = None) -> float | None:
+        """D1 on the paper's own rows of the section (only `losses`, where given)."""
         metric = compared_metric(avg_metric)
-        vals = {(c.base_loss, c.reg): self.paper(c, metric) for c in self.cells if c.section == section}
+        vals = {(c.base_loss, c.reg): self.paper(c, metric) for c in self.cells if c.section == section
+                and (losses is None or c.base_loss in losses)}
         got = d1({k: v for k, v in vals.items() if v is not None}, metric)
         return got[0] if got else None
 
@@ -323,22 +331,31 @@ def _section_table(view: TableView, section: str) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     avg = view.avg_deltas.get(section)
     if avg:
-        losses = len({c.base_loss for c in view.cells if c.section == section})
-        used = max((n for _, _, n in avg.values()), default=0)
-        note = "" if used == losses else f"; ours over {used} of {losses} losses"
-        cells = [f"Avg.Δ (D1: RankReg vs the better of base, +ALM{note})"]
+        losses = len({c.base_loss for c in view.cells if c.section == section and not c.extra})
+        used = max((n for _, _, n, _ in avg.values()), default=0)
+        tail = " |" if not view.spec.delong else " | |"
+        same = used != losses
+        label = "Avg.Δ (D1: RankReg vs the better of base, +ALM)"
+        if same:
+            label = label[:-1] + f"; over the {used} of {losses} losses we ran, the paper's D1 over the same)"
+        cells, printed_cells = [label], [f"Avg.Δ as printed (the paper's mean over its {losses} losses)"]
         for col in cols:
             got = [(k, v) for k, v in avg.items() if compared_metric(k) == col]
             blank = [""] if view.has_deployed(col) else []
             if not got:
                 cells += ["", "", "", *blank]
+                printed_cells += ["", "", "", *blank]
                 continue
-            avg_metric, (paper, ours, _) = got[0]
+            avg_metric, (paper, ours, _, paper_same) = got[0]
             printed = view.avg_printed[(section, avg_metric)][0]
             dp = decimals(printed)
-            cells += [_num(ours, dp), printed, _num(ours - paper, dp, sign=True) if ours is not None else "",
-                      *blank]
-        lines.append("| " + " | ".join(cells) + (" |" if not view.spec.delong else " | |"))
+            ref = paper_same if same else paper
+            cells += [_num(ours, dp), _num(ref, dp) if ref is not None else "",
+                      _num(ours - ref, dp, sign=True) if ours is not None and ref is not None else "", *blank]
+            printed_cells += ["", printed, "", *blank]
+        lines.append("| " + " | ".join(cells) + tail)
+        if same:
+            lines.append("| " + " | ".join(printed_cells) + tail)
     return lines
 
 
@@ -357,22 +374,27 @@ def _members_table(view: TableView, section: str) -> list[str]:
         for col in cols:
             got = member_spread(out, col)
             vals.append("" if got is None else f"{got[0]:.1f} ± {got[1]:.1f}")
-        lines.append(f"| {cell.label} | {out.members} | " + " | ".join(vals) + " |")
+        planned = view.plans[cell].members
+        size = f"{out.members} of {planned} planned" if out.members < planned else str(out.members)
+        lines.append(f"| {cell.label} | {size} | " + " | ".join(vals) + " |")
     return [*lines, ""]
 
 
 def _activity_lines(view: TableView, section: str) -> list[str]:
-    """How active each row's regulariser was: the largest |term| / base loss of any epoch and member."""
+    """How active each row's regulariser was: the largest (term - floor) / base loss of any epoch and
+    member (`regularizers.activity`)."""
     got = [(c, view.outcome(c).activity) for c in view.visible if c.section == section
            and c.reg != "none" and view.outcome(c) is not None and view.outcome(c).activity]
     if not got:
         return []
     parts = [f"{c.label} {a['ratio_max'] * 100:.3g}%"
+             + (f" (term above its floor, {a['members']} members)" if a.get("above_floor") else "")
              + (f" {claims_mod.INACTIVE} inactive" if not a["active"] else "") for c, a in got]
     mark = claims_mod.INACTIVE
-    return [f"Regulariser activity (largest |term| / base loss over epochs and members; {mark} inactive = "
-            f"below {ACTIVE_RATIO:.0%} in every epoch of every member, so the row measures the base loss, "
-            f"not the method): {'; '.join(parts)}.", ""]
+    return [f"Regulariser activity (largest |term| / base loss over epochs and members; the term above its "
+            f"floor where the members logged it (RankReg: the penalty of positives ranked on top), else the "
+            f"whole term; {mark} inactive = below {ACTIVE_RATIO:.0%} in every epoch of every member, so the "
+            f"row measures the base loss, not the method): {'; '.join(parts)}.", ""]
 
 
 def _deployed_notes(view: TableView, section: str) -> str:
@@ -482,6 +504,7 @@ def has_ours(spec: TableSpec, ctx: Context) -> bool:
     view_cells = paper_cells(spec, ctx.paper_dir)
     for c in view_cells:
         p = plan(spec, c, ctx.scale, ctx.paper_dir, ctx.data_dir)
-        if not p.private and outcome(p, ctx.pool, ctx.scale.grid_limit) is not None:
+        least = min(p.members, ctx.scale.members_for(p.family))
+        if not p.private and outcome(p, ctx.pool, ctx.scale.grid_limit, least) is not None:
             return True
     return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from hightpr.ensemble import finished_members
-from hightpr.metrics import delong_test, fpr_at_fn, fpr_at_tpr, hierarchical, roc_auc
+from hightpr.metrics import comparison, delong_test, fpr_at_fn, fpr_at_tpr, roc_auc
 from hightpr.metrics.bootstrap import resample_indices
 from hightpr.metrics.evaluators import TIE_BREAK, monitor_value, selection_key
 from hightpr.metrics.multiclass import accuracy, class_accuracy, error_at_tpr
@@ -79,8 +80,8 @@ def selection_loss(metrics: dict) -> float | None:
     return val.get(TIE_BREAK, mean.get(f"val_{TIE_BREAK}"))
 
 
-def resolve(plan: Plan, pool: Path, grid_limit: int | None, assume_first: bool = False
-            ) -> tuple[list[Run], dict, Run | None]:
+def resolve(plan: Plan, pool: Path, grid_limit: int | None, assume_first: bool = False,
+            least: int | None = None) -> tuple[list[Run], dict, Run | None]:
     """The runs a cell needs so far, the grid values chosen on validation, and its final run.
 
     A grid step is decided once all of its points have finished; until then the final run is None
@@ -97,7 +98,7 @@ def resolve(plan: Plan, pool: Path, grid_limit: int | None, assume_first: bool =
             key = plan.key(ov, stage.on_base)
             stage_runs.append(Run(ov, key, tuple(point.items()), stage.preset, provisional))
         runs += stage_runs
-        found = [ensemble_metrics(pool, r.key, plan.members) for r in stage_runs]
+        found = [ensemble_metrics(pool, r.key, plan.members if least is None else least) for r in stage_runs]
         if any(m is None for m in found):
             if not assume_first:
                 return runs, chosen, None
@@ -145,6 +146,19 @@ class Outcome:
         """(ids, labels, per-member test outputs [M, N] scores, or [M, N, K] logits if multi-class),
         sorted by sample id: what the two-level bootstrap resamples."""
         return _member_test(self.path, self.binary)
+
+    @functools.cached_property
+    def seeds(self) -> tuple[int, ...] | None:
+        """Each member's training seed (its config's `seed`), in `member_test`'s order; None where
+        one is unknown. Arms whose members share seeds are compared seed by seed."""
+        seeds = []
+        for run_dir in finished_members(self.path).values():
+            cfg = run_dir / "config_resolved.yaml"
+            seed = OmegaConf.select(OmegaConf.load(cfg), "seed") if cfg.is_file() else None
+            if seed is None:
+                return None
+            seeds.append(int(seed))
+        return tuple(seeds)
 
     @functools.cached_property
     def activity(self) -> dict | None:
@@ -219,12 +233,13 @@ def _deployed(path: Path, key: str, tpr: float, delta: float, rule: str) -> dict
             "held": op[f"{rule}_held"], "delta": delta, "rule": rule}
 
 
-def outcome(plan: Plan, pool: Path, grid_limit: int | None) -> Outcome | None:
-    """The cell's final ensemble when it has finished (with the scale's members), else None."""
-    _, chosen, final = resolve(plan, pool, grid_limit)
+def outcome(plan: Plan, pool: Path, grid_limit: int | None, least: int | None = None) -> Outcome | None:
+    """The cell's final ensemble when it has finished with the plan's members (or at least `least`,
+    where a table shows an ensemble still growing to its planned size), else None."""
+    _, chosen, final = resolve(plan, pool, grid_limit, least=least)
     if final is None:
         return None
-    metrics = ensemble_metrics(pool, final.key, plan.members)
+    metrics = ensemble_metrics(pool, final.key, plan.members if least is None else least)
     if metrics is None:
         return None
     return Outcome(final.key, metrics, chosen, int(metrics["num_members"]), ensemble_path(pool, final.key))
@@ -321,28 +336,14 @@ def _arrays(test: dict, binary: bool, order=None) -> tuple[np.ndarray, np.ndarra
 
 def bootstrap(out: Outcome, metrics: tuple[str, ...], n: int, seed: int = 0
               ) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals over test samples, in percent, for the per-sample metrics asked.
-
-    Binary runs resample positives and negatives apart (FPR@TPR stays defined), multi-class runs
-    resample all test samples; every metric uses the same replicates.
-    """
-    return _bootstrap(out.path, out.key, metrics, n, seed, tuple(out.critical), out.binary)
-
-
-@functools.cache
-def _bootstrap(path: Path, key: str, metrics: tuple, n: int, seed: int, critical: tuple, binary: bool):
-    keys = {m: report_key(m, list(critical)) for m in metrics}
-    keys = {m: k for m, k in keys.items() if k}
-    if not keys or n < 1:
-        return {}
-    x, y = _arrays(load_logits(path / "logits_test.npz"), binary)
-    fn = _report_fn(sorted(set(keys.values())), list(critical), binary)
-    reps = [fn(x[i], y[i]) for i in resample_indices(y, n, seed, stratified=binary)]
-    out = {}
-    for metric, key in keys.items():
-        lo, hi = np.nanquantile([r[key] for r in reps], [0.025, 0.975])
-        out[metric] = (float(lo) * PERCENT, float(hi) * PERCENT)
-    return out
+    """95% intervals in percent of the row's metrics asked, over its members (training seeds) and
+    its test samples (`evidence` on the one arm): value ± t · se, centred on the value."""
+    out_ = {}
+    for metric in metrics:
+        ev = evidence([out], metric, n)
+        if ev is not None and np.isfinite(ev["lo"]):
+            out_[metric] = (ev["lo"], ev["hi"])
+    return out_
 
 
 def paired(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0) -> dict | None:
@@ -367,15 +368,7 @@ def paired(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0) -> dict |
     return out
 
 
-# -- claims' evidence: the two-level bootstrap (members x test samples) --------------------------------
-def noise_covered(outcomes: list[Outcome]) -> str:
-    """Which noise a test over these ensembles covers: members (training seeds) only where every
-    arm has at least two members."""
-    if all(o.members >= 2 for o in outcomes):
-        return "members x test samples"
-    return "test samples only (single models)"
-
-
+# -- evidence: one test for every row interval, comparison and claim ------------------------------------
 def shared_test(outcomes: list[Outcome]) -> bool:
     """Whether the arms were tested on the same samples (ids) with the same kind of output."""
     first = outcomes[0]
@@ -383,52 +376,40 @@ def shared_test(outcomes: list[Outcome]) -> bool:
                for o in outcomes[1:])
 
 
-def replicate_values(outcomes: list[Outcome], metric: str, n: int, seed: int = 0
-                     ) -> tuple[list[float], np.ndarray] | None:
-    """Each arm's ensemble value of `metric` (percent) and its two-level bootstrap replicates
-    [arms, n], arms paired on the same test-sample draws. None if the arms do not share a test set."""
-    if not outcomes or not shared_test(outcomes):
+def _arm_metric(key: str, critical: list[int], binary: bool) -> comparison.ArmMetric:
+    """A report key as a function of (ensemble outputs [R, N(, C)], labels [R, N]) -> [R]."""
+    if binary and (key == "auc" or (key.startswith("fpr@") and key.endswith("tpr"))):
+        return comparison.binary_metric(key)
+    fn = _report_fn([key], critical, binary)
+
+    def metric(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.array([_safe(lambda z, t: fn(z, t)[key], x[r], y[r]) for r in range(x.shape[0])])
+    return metric
+
+
+_EVIDENCE: dict = {}
+
+
+def evidence(outcomes: list[Outcome], metric: str, n: int, statistic: comparison.Statistic | None = None,
+             margin: float | None = None, name: str = "") -> dict | None:
+    """`hightpr.metrics.comparison.compare` on these ensembles' members, in percent: one arm's
+    value, arm 0 − arm 1, or `statistic` (named `name`, for the memo) of the arms' values; None if
+    they were not tested on the same samples or the metric has no per-sample form.
+
+    The test-sample draws are seeded by the arms' keys and the metric, so the same comparison
+    gets the same numbers in every table that holds it."""
+    if not outcomes or any(o is None for o in outcomes) or not shared_test(outcomes):
         return None
-    first = outcomes[0]
-    key = report_key(metric, first.critical)
-    if key is None:
-        return None
-    _, y, _ = first.member_test
-    if first.binary:
-        fn = hierarchical.batch_metric(key)
-        arms = [o.member_test[2] for o in outcomes]
-        reps = hierarchical.two_level_replicates(arms, y, n, seed)
-        values = [hierarchical.point(a, y, key) * PERCENT for a in arms]
-        return values, np.stack([fn(p, q) for p, q in reps]) * PERCENT
-    return _multiclass_replicates(outcomes, key, n, seed)
-
-
-def _multiclass_replicates(outcomes: list[Outcome], key: str, n: int, seed: int):
-    """The same for multi-class ensembles: members' mean logits, test samples drawn unstratified."""
-    first = outcomes[0]
-    _, y, _ = first.member_test
-    fn = _report_fn([key], first.critical, False)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for o in outcomes:
-        logits = o.member_test[2]
-        m, shape = logits.shape[0], logits.shape[1:]
-        weights = hierarchical.member_draws(rng, m, n)
-        draws.append(hierarchical.ensemble_replicates(logits.reshape(m, -1), weights).reshape(n, *shape))
-    idx = resample_indices(y, n, rng, stratified=False)  # after the member draws, from the same generator
-    values = [_safe(lambda z, t: fn(z, t)[key], o.member_test[2].mean(0), y) * PERCENT for o in outcomes]
-    reps = np.array([[_safe(lambda z, t: fn(z, t)[key], d[r][idx[r]], y[idx[r]]) for r in range(n)]
-                     for d in draws]) * PERCENT
-    return values, reps
-
-
-def two_level(a: Outcome, b: Outcome, metric: str, n: int, seed: int = 0, level: float = 0.95
-              ) -> dict | None:
-    """a - b on one metric (percent): the difference of the two ensembles, its percentile interval
-    and two-sided p over the two-level bootstrap, and which noise that covers. None if the two
-    were not tested on the same samples."""
-    got = replicate_values([a, b], metric, n, seed)
-    if got is None:
-        return None
-    (va, vb), reps = got
-    return {**hierarchical.evidence(va - vb, reps[0] - reps[1], level), "noise": noise_covered([a, b])}
+    memo = (tuple((o.key, str(o.path)) for o in outcomes), metric, n, margin, name if statistic else "")
+    if memo not in _EVIDENCE:
+        first = outcomes[0]
+        key = report_key(metric, first.critical)
+        if key is None:
+            return None
+        _, y, _ = first.member_test
+        arms = [comparison.Arm(o.member_test[2], o.seeds) for o in outcomes]
+        seed = zlib.crc32("|".join([*(o.key for o in outcomes), metric]).encode())
+        _EVIDENCE[memo] = comparison.compare(
+            arms, y, _arm_metric(key, first.critical, first.binary), statistic, n=n, seed=seed,
+            margin=margin, stratified=first.binary, scale=PERCENT)
+    return _EVIDENCE[memo]

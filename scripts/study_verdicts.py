@@ -1,0 +1,231 @@
+"""How often the tables' comparison test rejects a true null, and how often it finds a real difference.
+
+    python scripts/study_verdicts.py [--quick] [--results results] [--out results/studies]
+
+The test is `hightpr.metrics.comparison.compare` (members x test samples), the one every table,
+claim and interval uses. Its truth is simulated from the committed members of the CPU block of
+RankReg Table 1 (binary CIFAR-10 0 vs 1 at 1:100, test 1000 + 1000):
+
+- the *population* is one row's ensemble scores s (the mean over its members, per test sample);
+- a *member* is s + e, e a Gaussian combination of the real members' deviations from their
+  rows' ensembles (every row of the block pooled, each rescaled to the population row's score
+  spread): it has the real members' covariance across test samples, so members differ in skill
+  and in which samples they get wrong as the trained ones do;
+- a *test set* is a stratified draw with replacement of the 1000 + 1000 test samples, the same
+  for both arms (paired, as the tables' rows are);
+- a *null*: two arms of M such members each; an *alternative*: arm A's members score positives
+  `shift` logits higher. The effect is the population difference of the metric, in points.
+
+Each cell reports the rejection rate at α = 0.05 (two-sided) with its Wilson 95% interval; the
+test's own test-sample bootstrap uses `--boot` replicates (the tables use 1000; the component it
+estimates is unbiased at either, only noisier). Writes `verdicts.csv`, `verdicts.md` and
+`verdicts.png` under `--out` (`--quick` writes to `<results>/studies/quick`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hightpr.metrics import comparison
+from hightpr.tables.results import _member_test
+
+ALPHA = 0.05
+METRICS = ("auc", "fpr@95tpr")
+POPULATION = "cifar10_binary-bce-none-252993f6a7"   # RankReg Table 1's BCE row (cpu scale)
+BLOCK = ("cifar10_binary-bce-none-252993f6a7", "cifar10_binary-bce-rankreg-31e9542fde",
+         "cifar10_binary-bce-none-c79e21bf80", "cifar10_binary-bce-alm-33f5966971",
+         "cifar10_binary-bce-rankreg-291d64d7fc")   # BCE, +RankReg, dual sampler, ALM μ0 1e-3, control
+FULL = {"members": (3, 5, 10), "null_sims": {3: 300, 5: 300, 10: 1000}, "alt_sims": 60,
+        "shifts": (0.5, 1.0, 1.5), "boot": 100, "splits": 24}
+QUICK = {"members": (10,), "null_sims": {10: 200}, "alt_sims": 40, "shifts": (0.5, 1.0), "boot": 30,
+         "splits": 12}
+
+
+class Generator:
+    """Members and test sets drawn around the committed members (see the module docstring)."""
+
+    def __init__(self, pool: Path, population: str = POPULATION, block: tuple[str, ...] = BLOCK) -> None:
+        rows = {}
+        for key in block:
+            path = Path(pool) / "ensembles" / key
+            if path.is_dir():
+                _, y, scores = _member_test(path, True)
+                if scores.shape[0] >= 2:
+                    rows[key] = scores
+        if population not in rows:
+            raise SystemExit(f"error: no committed members of {population} under {pool}/ensembles: "
+                             "the study simulates from them (make table-rankreg-t1 SCALE=cpu)")
+        self.y = y.astype(bool)
+        self.mean = rows[population].mean(axis=0)
+        spread = self.mean.std()
+        deviations = [(s - s.mean(axis=0)) / s.mean(axis=0).std() * spread for s in rows.values()]
+        self.deviations = np.concatenate(deviations)
+        self.dof = sum(s.shape[0] - 1 for s in rows.values())
+        self.rows = {k: s.shape[0] for k, s in rows.items()}
+
+    def members(self, rng: np.random.Generator, m: int, shift: float = 0.0) -> np.ndarray:
+        z = rng.normal(size=(m, self.deviations.shape[0]))
+        return self.mean + shift * self.y + z @ self.deviations / math.sqrt(self.dof)
+
+    def test_draw(self, rng: np.random.Generator) -> np.ndarray:
+        pos, neg = np.flatnonzero(self.y), np.flatnonzero(~self.y)
+        return np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
+
+    def effect(self, metric: str, shift: float) -> float:
+        """The population difference (points) of arm A's shift: the metric of s + shift on positives
+        against s's, on the full test set."""
+        fn = comparison.binary_metric(metric)
+        y = self.y[None]
+        return 100 * float(fn((self.mean + shift * self.y)[None], y)[0] - fn(self.mean[None], y)[0])
+
+
+Procedure = Callable[..., dict]
+
+
+def rejections(gen: Generator, m: int, shift: float, sims: int, boot: int, seed: int,
+               procedure: Procedure = comparison.compare, splits: int = 126) -> dict[str, int]:
+    """Per metric, how many of `sims` simulated comparisons `procedure` rejects at ALPHA."""
+    rng = np.random.default_rng(seed)
+    out = dict.fromkeys(METRICS, 0)
+    seeds = tuple(range(1, m + 1))
+    for s in range(sims):
+        a, b = gen.members(rng, m, shift), gen.members(rng, m)
+        idx = gen.test_draw(rng)
+        arms = [comparison.Arm(a[:, idx], seeds), comparison.Arm(b[:, idx], seeds)]
+        for metric in METRICS:
+            ev = procedure(arms, gen.y[idx], metric, n=boot, seed=s, splits=splits)
+            out[metric] += ev["p"] <= ALPHA
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comparison.compare,
+          progress: bool = True) -> pd.DataFrame:
+    rows = []
+    began = time.perf_counter()
+    for m in plan["members"]:
+        for shift in (0.0, *plan["shifts"]):
+            sims = plan["null_sims"][m] if shift == 0 else plan["alt_sims"]
+            got = rejections(gen, m, shift, sims, plan["boot"], seed + 1000 * m + int(100 * shift), procedure,
+                             plan["splits"])
+            for metric, k in got.items():
+                lo, hi = wilson(k, sims)
+                rows.append({"metric": metric, "members": m, "shift": shift,
+                             "effect": gen.effect(metric, shift), "sims": sims, "rejections": k,
+                             "rate": k / sims, "ci_low": lo, "ci_high": hi,
+                             "boot": plan["boot"], "splits": plan["splits"]})
+            if progress:
+                print(f"M={m} shift={shift:g}: " + ", ".join(f"{k} {v / sims:.3f}" for k, v in got.items())
+                      + f" ({time.perf_counter() - began:.0f} s)", flush=True)
+    return pd.DataFrame(rows)
+
+
+def power_at(df: pd.DataFrame, metric: str, members: int, power: float = 0.8) -> float | None:
+    """The smallest simulated |effect| (points) at which the rejection rate reaches `power`."""
+    d = df[(df.metric == metric) & (df.members == members) & (df["shift"] > 0)].sort_values("shift")
+    hit = d[d.rate >= power]
+    return float(abs(hit.effect.iloc[0])) if len(hit) else None
+
+
+def markdown(df: pd.DataFrame, gen: Generator, plan: dict, seconds: float) -> str:
+    null = df[df["shift"] == 0]
+    lines = ["# Size and power of the tables' comparison test", "",
+             f"Simulated from the committed members of {len(gen.rows)} rows of RankReg Table 1's CPU "
+             f"block ({sum(gen.rows.values())} members; population: the BCE row's ensemble), test 1000 + "
+             f"1000 drawn with replacement; α = {ALPHA}, two-sided; {plan['boot']} test-sample replicates "
+             f"and {plan['splits']} member splits per size inside each test (the tables: 1000 and 126); "
+             f"{seconds:.0f} s. `python scripts/study_verdicts.py` (make study-verdicts).", "",
+             "## Size: rejection rate when the two arms are drawn alike", "",
+             "| metric | members | simulations | rejected | 95% interval |", "|---|---:|---:|---:|---|"]
+    for r in null.itertuples():
+        lines.append(f"| {r.metric} | {r.members} | {r.sims} | {r.rate:.3f} "
+                     f"| [{r.ci_low:.3f}, {r.ci_high:.3f}] |")
+    lines += ["", "## Power: rejection rate against the effect (points)", "",
+              "| metric | members | shift (logits) | effect (points) | simulations | rejected |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for r in df[df["shift"] > 0].itertuples():
+        lines.append(f"| {r.metric} | {r.members} | {r.shift:g} | {r.effect:+.2f} | {r.sims} "
+                     f"| {r.rate:.2f} |")
+    lines += ["", "Smallest simulated effect with power >= 0.8:", ""]
+    for metric in METRICS:
+        for m in sorted(df.members.unique()):
+            e = power_at(df, metric, m)
+            found = f"{e:.2f} points" if e is not None else "not reached"
+            lines.append(f"- {metric}, {m} members: {found}")
+    return "\n".join(lines) + "\n"
+
+
+def figure(df: pd.DataFrame, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 4))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for m in sorted(df.members.unique()):
+            d = df[(df.metric == metric) & (df.members == m)].sort_values("shift")
+            ax.errorbar(d.effect.abs(), d.rate, yerr=[d.rate - d.ci_low, d.ci_high - d.rate], marker="o",
+                        capsize=2, label=f"{m} members")
+        ax.axhline(ALPHA, color="grey", lw=0.8, ls="--")
+        ax.axhline(0.8, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel(f"|effect| on {metric} (points)")
+        ax.set_ylabel("rejection rate (α = 0.05)")
+        ax.set_ylim(0, 1)
+        ax.legend()
+    fig.suptitle("Comparison test: size (effect 0) and power, simulated from the CPU block's members")
+    fig.tight_layout()
+    path = out / "verdicts.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer members, simulations and replicates")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results root holding runs/")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: <results>/studies, --quick: <results>/studies/quick)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    out = args.out or args.results / "studies" / ("quick" if args.quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    gen = Generator(args.results / "runs" / "cpu")
+    began = time.perf_counter()
+    df = study(gen, plan, args.seed)
+    seconds = time.perf_counter() - began
+    df.to_csv(out / "verdicts.csv", index=False, float_format="%.6g")
+    (out / "verdicts.md").write_text(markdown(df, gen, plan, seconds))
+    png = figure(df, out)
+    null = df[df["shift"] == 0]
+    for r in null.itertuples():
+        print(f"size {r.metric} {r.members} members: {r.rate:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] "
+              f"({r.sims} simulations)")
+    for metric in METRICS:
+        for m in sorted(df.members.unique()):
+            e = power_at(df, metric, m)
+            print(f"power >= 0.8 at {metric}, {m} members: " + (f"{e:.2f} points" if e is not None else
+                                                                  "not reached"))
+    print(f"wrote {out / 'verdicts.csv'}, {out / 'verdicts.md'}, {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The comparison test of every table and claim (members x test samples): exact batched metrics, the
+variance components against values worked out by hand, TOST, Holm, and (slow) its size and power
+on arms simulated from the committed members."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from hightpr.metrics import fpr_at_tpr, roc_auc
+from hightpr.metrics.comparison import (
+    Arm,
+    auc_rows,
+    compare,
+    equivalence_p,
+    extrapolate,
+    fpr_at_tpr_rows,
+    group_sizes,
+    holm,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("study_verdicts", ROOT / "scripts" / "study_verdicts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mean_score(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A metric linear in the members: the mean score of every row."""
+    return scores.mean(axis=1)
+
+
+def test_batched_metrics_equal_the_scalar_definitions_with_ties():
+    rng = np.random.default_rng(0)
+    pos = np.round(rng.normal(1, 1, size=(20, 37)), 1)   # rounded: many ties, within and across classes
+    neg = np.round(rng.normal(0, 1, size=(20, 53)), 1)
+    y = np.r_[np.ones(37, bool), np.zeros(53, bool)]
+    for r in range(20):
+        s = np.r_[pos[r], neg[r]]
+        assert auc_rows(pos, neg)[r] == pytest.approx(roc_auc(s, y), abs=1e-12)
+        for t in (0.01, 0.5, 0.9, 0.95, 0.98, 1.0):
+            assert fpr_at_tpr_rows(pos, neg, t)[r] == pytest.approx(fpr_at_tpr(s, y, t), abs=1e-12)
+
+
+def test_holm_matches_a_hand_worked_family():
+    # sorted 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> monotone 0.06)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])          # capped at 1
+    out = holm([0.01, float("nan"), 0.02])                       # NaN left out of the family
+    assert out[0] == pytest.approx(0.02) and np.isnan(out[1]) and out[2] == pytest.approx(0.02)
+
+
+def test_extrapolation_recovers_a_and_b_and_falls_back_to_one_over_h():
+    a, b = 0.3, 2.0
+    var = [a / h + b / h ** 2 for h in (5, 3)]
+    assert extrapolate((5, 3), var, 10) == pytest.approx(a / 10 + b / 100)
+    assert extrapolate((1,), [0.9], 3) == pytest.approx(0.3)                  # one size: 1/h
+    assert extrapolate((5, 3), [0.5, 0.5], 10) == pytest.approx(0.25)         # flat: a fit below 0 -> 1/h
+    assert group_sizes(10) == (5, 3) and group_sizes(5) == (2, 1) and group_sizes(3) == (1,)
+
+
+def test_tost_p_is_the_larger_one_sided_p():
+    assert equivalence_p(0.0, 1.0, math.inf, 1.959964) == pytest.approx(0.025, abs=1e-6)
+    assert equivalence_p(0.5, 1.0, 4.0, 2.0) == pytest.approx(stats.t.sf(1.5, 4.0))
+    assert equivalence_p(0.0, 0.0, math.inf, 1.0) == 0.0 and equivalence_p(2.0, 0.0, math.inf, 1.0) == 1.0
+
+
+def test_two_members_give_the_variance_of_their_mean_by_hand():
+    """M = 2, a metric linear in the members: the member variance is s^2 / 2 with s^2 = (c0 - c1)^2 / 2,
+    and with identical test samples in every replicate nothing else adds to it."""
+    y = np.r_[np.ones(5, bool), np.zeros(5, bool)]
+    base = np.zeros((2, 10))
+    arm = base + np.array([[1.0], [4.0]])                      # member offsets 1 and 4
+    ev = compare([Arm(arm)], y, mean_score, n=50, seed=0)
+    assert ev["se_members"] ** 2 == pytest.approx((1.0 - 4.0) ** 2 / 4)
+    assert ev["se_test"] == pytest.approx(0.0, abs=1e-12)      # every sample has the same score
+    assert ev["df"] == pytest.approx(1.0)                       # all of it from 2 members
+    q = stats.t.ppf(0.975, 1.0)
+    assert (ev["lo"], ev["hi"]) == pytest.approx((2.5 - q * 1.5, 2.5 + q * 1.5))
+
+
+def test_members_paired_by_seed_cancel_what_the_seed_shares():
+    """Arm b = arm a + 1 member by member: paired by seed the difference has no member noise; with
+    the seeds unknown the arms' member variances add (independent arms)."""
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    a = rng.normal(size=(4, 100)) + rng.normal(0, 3, size=(4, 1))
+    b = a + 1.0
+    paired = compare([Arm(a, (1, 2, 3, 4)), Arm(b, (1, 2, 3, 4))], y, mean_score, n=50)
+    apart = compare([Arm(a), Arm(b)], y, mean_score, n=50)
+    assert paired["paired"] and paired["diff"] == pytest.approx(-1.0)
+    assert paired["se_members"] == pytest.approx(0.0, abs=1e-9)
+    assert not apart["paired"] and apart["se_members"] > 1.0
+
+
+def test_intervals_are_centred_and_the_p_is_the_t_references():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.ones(100, bool), np.zeros(300, bool)]
+    a = rng.normal(size=(5, 400)) + 1.2 * y
+    b = rng.normal(size=(5, 400)) + 1.0 * y
+    ev = compare([Arm(a, tuple(range(5))), Arm(b, tuple(range(5)))], y, "auc", n=200, scale=100, margin=5)
+    assert (ev["lo"] + ev["hi"]) / 2 == pytest.approx(ev["diff"])
+    assert ev["diff"] == pytest.approx(100 * (roc_auc(a.mean(0), y) - roc_auc(b.mean(0), y)))
+    assert ev["se"] ** 2 == pytest.approx(ev["se_test"] ** 2 + ev["se_members"] ** 2)
+    assert ev["p"] == pytest.approx(2 * stats.t.sf(abs(ev["diff"]) / ev["se"], ev["df"]))
+    assert ev["p_equiv"] == pytest.approx(equivalence_p(ev["diff"], ev["se"], ev["df"], 5))
+    again = compare([Arm(a, tuple(range(5))), Arm(b, tuple(range(5)))], y, "auc", n=200, scale=100, margin=5)
+    assert again == ev                                          # seeded: the same numbers every time
+
+
+def test_a_single_model_covers_test_samples_only():
+    rng = np.random.default_rng(2)
+    y = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+    ev = compare([Arm(rng.normal(size=(1, 120)) + y)], y, "auc", n=300)
+    assert ev["se_members"] == 0.0 and ev["se_test"] > 0
+    assert ev["noise"] == "test samples only (single models)"
+    assert math.isinf(ev["df"])
+
+
+def test_the_group_pairs_of_ten_members_are_every_split_in_halves():
+    from hightpr.metrics.comparison import _group_pairs
+
+    pairs = _group_pairs(10, 5, np.random.default_rng(0))
+    splits = {frozenset(np.flatnonzero(r == 1)) for r in pairs}
+    every = {frozenset(c) for c in itertools.combinations(range(10), 5) if 0 in c}
+    assert len(pairs) == 126 and splits == every and ((pairs == 1).sum(1) == 5).all()
+
+
+def test_the_study_runs_on_the_committed_members():
+    study = _study()
+    gen = study.Generator(ROOT / "results" / "runs" / "cpu")
+    plan = {"members": (3,), "null_sims": {3: 4}, "alt_sims": 3, "shifts": (2.0,), "boot": 10, "splits": 4}
+    df = study.study(gen, plan, progress=False)
+    assert set(df.metric) == {"auc", "fpr@95tpr"} and len(df) == 4
+    assert (df[df["shift"] > 0].effect.abs() > 0).all() and (df[df["shift"] == 0].effect == 0).all()
+
+
+@pytest.mark.slow
+def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
+    """1000 simulated nulls at 10 members: the rejection rate lies in [0.03, 0.07] for AUC and FPR@95%TPR;
+    a procedure that never rejects, or one that ignores member noise, falls outside."""
+    study = _study()
+    gen = study.Generator(ROOT / "results" / "runs" / "cpu")
+    got = study.rejections(gen, 10, 0.0, 1000, boot=100, seed=11, splits=24)
+    for metric, k in got.items():
+        assert 0.03 <= k / 1000 <= 0.07, (metric, k / 1000)
+    power = study.rejections(gen, 10, 1.0, 100, boot=100, seed=12, splits=24)
+    assert all(k / 100 >= 0.8 for k in power.values()), power
+
+    def never(arms, labels, metric, **kw):
+        return {**compare(arms, labels, metric, **kw), "p": 1.0}
+
+    def test_samples_only(arms, labels, metric, **kw):
+        return compare([Arm(np.asarray(a.scores).mean(0, keepdims=True)) for a in arms], labels, metric, **kw)
+
+    for procedure in (never, test_samples_only):
+        got = study.rejections(gen, 10, 0.0, 200, boot=100, seed=13, procedure=procedure, splits=24)
+        assert any(not 0.03 <= k / 200 <= 0.07 for k in got.values()), (procedure.__name__, got)
+
+
+def test_hightpr_compare_runs_the_tables_test_on_two_ensembles():
+    from hightpr.cli.compare import compare as compare_runs
+
+    pool = ROOT / "results" / "runs" / "cpu" / "ensembles"
+    a, b = pool / "cifar10_binary-bce-none-897e9b79a5", pool / "cifar10_binary-bce-rankreg-31e9542fde"
+    res = compare_runs(a, b, tprs=(0.95,))
+    got = res["members_test"]
+    assert set(got) == {"auc", "fpr@95tpr"} and got["auc"]["paired"]
+    assert got["auc"]["diff"] == pytest.approx(100 * res["auc_diff"], abs=1e-9)   # the same ensembles
+    assert compare_runs(a / "member_01", b / "member_01").get("members_test") is None   # single runs
