@@ -3,8 +3,8 @@
 Resampling is stratified: positives and negatives are drawn with replacement separately, so
 every replicate keeps the test set's class counts (FPR@TPR stays defined and comparable).
 Intervals are percentile intervals. `resample_indices` is the one draw of test samples: these
-intervals, the tables' (`hightpr.tables.results`) and the two-level bootstrap
-(`hightpr.metrics.hierarchical`) all resample through it.
+intervals and the test-sample component of the tables' comparison test
+(`hightpr.metrics.comparison`) all resample through it.
 """
 
 from __future__ import annotations

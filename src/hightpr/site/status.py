@@ -28,7 +28,7 @@ from hightpr.tables.results import ensemble_metrics, ensemble_path, resolve
 from hightpr.tables.runner import Context, table_plans
 from hightpr.tables.specs import TableSpec
 
-STATES = ("finished", "running", "failed", "missing", "unavailable")
+STATES = ("finished", "running", "partial", "failed", "missing", "unavailable")
 ERROR_LINE = re.compile(r"^error:|\b\w*(Error|Exception|Interrupt)\b[:(]|\bKilled\b|CUDA out of memory")
 
 
@@ -60,7 +60,8 @@ class RunState:
             what += f" [{self.stage}: " + ", ".join(f"{k}={v}" for k, v in self.values) + "]"
         if self.provisional:
             what += " (after selection)"
-        state = self.state + (f" {self.done}/{self.members}" if self.state in ("running", "failed") else "")
+        state = self.state + (f" {self.done}/{self.members}" if self.state in ("running", "partial", "failed")
+                              else "")
         extra = f"  {self.detail}" if self.detail else ""
         extra += f" (log {self.log})" if self.log else ""
         return f"{state:<12} {what}{extra}"
@@ -196,6 +197,8 @@ class PoolReader:
                 progress = f", epoch {max(epochs) + 1} logged" if epochs else ""
                 return "running", done, f"{owner}{progress}", None
         unfinished = [p for p in member_dirs if not (p / "metrics.json").is_file()]
+        if done and not unfinished:     # a planned ensemble still growing: no member started or failed
+            return "partial", done, f"{done} of {members} members finished, the others not started", None
         candidates = [*self.logs(key), *sorted(edir.glob("*.log")),
                       *(log for p in unfinished for log in sorted(p.glob("*.log")))]
         for log in candidates:

@@ -433,7 +433,7 @@ def _significant_claim(claim: dict, view, family: Family) -> list[Line]:
 
 def _nearer(claim: dict, view, family: Family) -> list[Line]:
     """Of a paper row run two ways (the paper's setting, and a row ours only with `variant`),
-    which lands nearer the paper's number, metric by metric, with the two-level interval of
+    which lands nearer the paper's number, metric by metric, with the interval of
     |a - paper| - |b - paper| (positive: b nearer)."""
     lines: list[Line] = []
     names = claim["names"]

@@ -24,7 +24,16 @@ from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell, paper_cells, plan
 from hightpr.tables.claims import compared_metric, d1
 from hightpr.tables.paper import KEYS, as_float, decimals, load_paper
-from hightpr.tables.results import Outcome, deployed, deployed_target, member_spread, outcome, paired, value
+from hightpr.tables.results import (
+    Outcome,
+    deployed,
+    deployed_target,
+    evidence,
+    member_spread,
+    outcome,
+    paired,
+    value,
+)
 from hightpr.tables.results import bootstrap as bootstrap_ci
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec
@@ -162,17 +171,26 @@ class TableView:
         got = d1({k: v for k, v in vals.items() if v is not None}, metric)
         return got[0] if got else None
 
-    def best(self, cell: Cell, column: str) -> bool:
-        """Our best value of its block (`bold`: per base loss or per section), rows ours only included."""
+    def best(self, cell: Cell, column: str) -> str:
+        """"bold" where the cell is our best of its block (`bold`: per base loss or per section; rows
+        ours only included) and significantly better than the runner-up (the comparison test,
+        p <= 0.05, not adjusted: a mark, not a claim), "tied" where it is best but not
+        distinguishable from the runner-up at this budget, else ""."""
         if not self.spec.bold or column in NOT_RANKED or self.hparam:
-            return False
+            return ""
         block = [c for c in self.visible if c.section == cell.section
                  and (self.spec.bold == "section" or c.base_loss == cell.base_loss)]
-        vals = [v for c in block if (v := self.ours(c, column)) is not None]
+        vals = {c: v for c in block if (v := self.ours(c, column)) is not None}
         mine = self.ours(cell, column)
         if mine is None or len(vals) < 2:
-            return False
-        return mine == (max(vals) if claims_mod.higher_is_better(column) else min(vals))
+            return ""
+        up = claims_mod.higher_is_better(column)
+        if mine != (max(vals.values()) if up else min(vals.values())):
+            return ""
+        others = {c: v for c, v in vals.items() if c != cell}
+        runner = max(others, key=others.get) if up else min(others, key=others.get)
+        ev = evidence([self.outcomes.get(cell), self.outcomes.get(runner)], column, self.n_boot)
+        return "bold" if ev is not None and ev["p"] <= claims_mod.ALPHA else "tied"
 
     def selected(self, cell: Cell) -> str:
         """Every grid value the cell's run used, `key=value; ...` (the CSV's `selected`)."""
@@ -262,11 +280,13 @@ def _header(view: TableView) -> list[str]:
     if view.hparam:
         ours = f"Ours: the values the runs used (their resolved configs; {runs})."
     else:
-        bold = f" Bold ours: our best per {spec.bold.replace('_', ' ')} block." if spec.bold else ""
-        ours = (f"Ours: {runs}, in percent; Δ = ours − paper; 95% intervals of each number (bootstrap "
-                f"over test samples, {view.n_boot} replicates) and its members' mean ± sd (training "
-                f"seeds) in the CSV; the members under each section.{bold} † rows are ours only "
-                "(controls and peers); bold counts them.")
+        bold = (f" Bold ours: our best per {spec.bold.replace('_', ' ')} block where it is significantly "
+                "better than the block's runner-up (the comparison test, p ≤ 0.05 unadjusted); ≈: our best, "
+                "but not distinguishable from the runner-up at this budget (tied)." if spec.bold else "")
+        ours = (f"Ours: {runs}, in percent; Δ = ours − paper; 95% intervals of each number (over its members "
+                f"and its test samples, {view.n_boot} test-sample replicates, centred on the number: "
+                "docs/evaluation.md) and its members' mean ± sd (training seeds) in the CSV; the members "
+                f"under each section.{bold} † rows are ours only (controls and peers); bold counts them.")
     lines = [f"# {spec.title}", "",
              f"**Scale: {scale.name}** ({scale.description}). Budget: "
              f"{scale.budget_of(p.family for p in view.plans.values())}.", "",
@@ -316,8 +336,8 @@ def _section_table(view: TableView, section: str) -> list[str]:
             printed, note = view.printed.get((cell, col), ("", ""))
             ours = view.ours(cell, col)
             text = _hp(ours) if view.hparam else _num(ours, dp)
-            if text and view.best(cell, col):
-                text = f"**{text}**"
+            mark = view.best(cell, col) if text else ""
+            text = f"**{text}**" if mark == "bold" else f"{text} ≈" if mark == "tied" else text
             paper = as_float(printed)
             cells += [text, _marked(printed, note)]
             if with_delta(col):

@@ -144,7 +144,7 @@ class Outcome:
     @functools.cached_property
     def member_test(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, labels, per-member test outputs [M, N] scores, or [M, N, K] logits if multi-class),
-        sorted by sample id: what the two-level bootstrap resamples."""
+        sorted by sample id: the arms of `evidence`."""
         return _member_test(self.path, self.binary)
 
     @functools.cached_property
