@@ -105,10 +105,18 @@ def test_claim_verdicts_tell_a_tie_from_a_significant_reversal():
     assert not worse_auc.favours() and worse_auc.favours(-1)
     assert not Test({"diff": -2.0, "lo": -3.0, "hi": -1.0, "p": 0.01}, "auc", p_adj=0.06).favours(-1)
     assert _verdict(2, 3, 2) == "supported"                          # most pairs significant
-    assert _verdict(2, 3, 1) == "same direction, not significant"    # one significant pair is not enough
+    assert _verdict(2, 3, 1) == "not distinguishable at this budget (ours in the claimed direction)"  # 1 of 3
+    assert _verdict(1, 3, 0, equivalent=2) == "NOT supported (equivalent within the margin)"
     assert _verdict(0, 1, 0, 1) == "NOT supported (1 significantly the other way)"
-    assert _verdict(0, 1, 0, 0) == "NOT supported (the other way or tied, not significant)"
+    assert _verdict(0, 1, 0, 0) == "not distinguishable at this budget (ours the other way or tied)"
     assert _verdict(0, 0, 0) == "not run"
+    same = Test({"diff": 0.3, "lo": -1.0, "hi": 1.6, "p": 0.6, "p_equiv": 0.01, "margin": 5.0}, "fpr@95tpr",
+                p_adj=1.0, p_equiv_adj=0.02)
+    assert same.equivalent() and same.word() == "equivalent within ±5"
+    undecided = Test({"diff": 0.3, "lo": -9.0, "hi": 9.6, "p": 0.9, "p_equiv": 0.3, "margin": 5.0}, "auc",
+                     p_adj=1.0, p_equiv_adj=0.6)
+    assert not undecided.equivalent() and undecided.word() == "not distinguishable at this budget"
+    assert "TOST ±5 Holm 0.6" in undecided.text() and "p 0.9, Holm 1" in undecided.text()
     assert _verdict(0, 0, 0, 0, uninformative=1) == "not informative (regulariser inactive)"
     # one family per table, Holm-adjusted together: 0.01, 0.03, 0.04 -> 0.03, 0.06, 0.06
     family = Family(view=None)

@@ -180,18 +180,22 @@ def block(view) -> list[str]:
     return lines
 
 
-def _verdict(k: int, n: int, significant: int, against: int = 0, uninformative: int = 0) -> str:
+def _verdict(k: int, n: int, significant: int, against: int = 0, uninformative: int = 0,
+             equivalent: int = 0) -> str:
     """k of n pairs in the claimed direction, `significant` of them significant after Holm,
-    `against` significantly the other way; `uninformative` pairs left out (inactive regulariser)."""
+    `against` significantly the other way, `equivalent` shown equal within the margin (TOST);
+    `uninformative` pairs left out (inactive regulariser)."""
     if n == 0:
         return "not informative (regulariser inactive)" if uninformative else "not run"
     if 2 * significant > n:
         return "supported"
-    if 2 * k > n:
-        return "same direction, not significant"
     if against:
         return f"NOT supported ({against} significantly the other way)"
-    return "NOT supported (the other way or tied, not significant)"
+    if 2 * equivalent > n:
+        return "NOT supported (equivalent within the margin)"
+    if 2 * k > n:
+        return "not distinguishable at this budget (ours in the claimed direction)"
+    return "not distinguishable at this budget (ours the other way or tied)"
 
 
 def _filter(spec) -> dict:
@@ -283,7 +287,8 @@ def _better_metric(pairs, metric: str, view, family: Family, paper: bool) -> Lin
         if left_out:
             pairs = f"{left_out} pair{'s' * (left_out != 1)}"
             out += f"; {pairs} with an inactive regulariser ({INACTIVE}) left out"
-        return f"{out}: {_verdict(ko, no, sig, against, left_out)}"
+        same = sum(t.equivalent() for t in tests)
+        return f"{out}: {_verdict(ko, no, sig, against, left_out, same)}"
 
     return text
 
@@ -345,7 +350,8 @@ def _avg_delta(claim: dict, view, family: Family) -> list[Line]:
                 elif test.favours(-1):
                     verdict = "NOT supported (significantly the other way)"
                 else:
-                    verdict = "same direction, not significant" if ours > 0 else "NOT supported"
+                    side = "ours in the claimed direction" if ours > 0 else "ours the other way or tied"
+                    verdict = f"not distinguishable at this budget ({side})"
                 return f"{section}, {metric}: {p}; {o}; {test.text('D1')}{note}: {verdict}"
             lines.append(text)
     return lines or ["no Avg.Δ row"]
