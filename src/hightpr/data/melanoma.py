@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tarfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from PIL import Image
 from hightpr.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalise, random_crop_flip, random_flips
 from hightpr.data.base import TensorDataModule
 from hightpr.data.cifar_files import md5
+from hightpr.data.image_files import cached_images, decode_image
 from hightpr.data.splits import melanoma_split
 from hightpr.data.tensors import IndexedRows
 from hightpr.errors import DataMissingError, HightprError
@@ -74,22 +73,6 @@ def image_dir(root: Path) -> Path:
     )
 
 
-def _decode(path: Path, size: int | None = None) -> np.ndarray:
-    """One JPEG -> uint8 [H,W,3]; `size` resizes to size x size (JPEG draft mode: decode small)."""
-    with Image.open(path) as img:
-        if size is not None:
-            img.draft("RGB", (size, size))  # DCT-domain downscale: full-resolution ISIC files stay fast
-        img = img.convert("RGB")
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
-        return np.asarray(img, dtype=np.uint8)
-
-
-def _decode_for_cache(args: tuple[str, int]) -> np.ndarray:
-    path, size = args
-    return np.ascontiguousarray(_decode(Path(path), size).transpose(2, 0, 1))
-
-
 # -- preparation -----------------------------------------------------------------------------------
 
 def _names_digest(names: Sequence[str]) -> str:
@@ -112,7 +95,7 @@ def verify_melanoma(root: Path, decode: bool = False) -> str:
                                    "melanoma --force`")
         if decode:
             try:
-                _decode(path)
+                decode_image(path)
             except (OSError, ValueError, Image.DecompressionBombError) as err:
                 raise DataMissingError(f"{path} does not decode ({err})") from err
     n_pos = int(table["target"].sum())
@@ -197,44 +180,13 @@ def prepare_melanoma(data_dir: Path, source: Path | None, force: bool = False) -
 
 def image_cache(root: Path, names: Sequence[str], size: int, cache_dir: Path | None = None,
                 workers: int | None = None) -> torch.Tensor:
-    """uint8 [N,3,size,size] of `names` (csv order), memory-mapped from the cache; built if needed.
-
-    Built once (parallel decode, `workers` processes; 0 = in this process) into a temporary file
-    and renamed, so concurrent runs of a sweep never read a half-written cache.
-    """
+    """uint8 [N,3,size,size] of `names` (csv order), memory-mapped from `<cache_dir>/images_<size>.u8`
+    (default `<root>/cache`), built once if needed (`hightpr.data.image_files.cached_images`)."""
     folder = image_dir(root)
     cache_dir = Path(cache_dir) if cache_dir else root / "cache"
-    raw, meta = cache_dir / f"images_{size}.u8", cache_dir / f"images_{size}.json"
     key = {"n": len(names), "size": size, "names_sha1": _names_digest(names)}
-    n_bytes = len(names) * 3 * size * size
-    fresh = raw.is_file() and meta.is_file() and raw.stat().st_size == n_bytes
-    if not (fresh and json.loads(meta.read_text()) == key):
-        tmp = raw.with_name(f"{raw.name}.{os.getpid()}.tmp")
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(names), 3, size, size))
-        except OSError as err:
-            raise HightprError(f"cannot write the Melanoma image cache in {cache_dir} ({err}); "
-                               "set dataset.cache_dir to a writable folder") from err
-        jobs = [(str(folder / f"{n}.jpg"), size) for n in names]
-        workers = min(8, os.cpu_count() or 1) if workers is None else workers
-        try:
-            if workers > 0:
-                with ProcessPoolExecutor(workers) as pool:
-                    for i, img in enumerate(pool.map(_decode_for_cache, jobs, chunksize=64)):
-                        out[i] = img
-            else:
-                for i, job in enumerate(jobs):
-                    out[i] = _decode_for_cache(job)
-        except (OSError, ValueError) as err:
-            tmp.unlink(missing_ok=True)
-            raise DataMissingError(f"cannot decode the Melanoma images under {folder}: {err}") from err
-        out.flush()
-        del out
-        tmp.replace(raw)
-        meta.write_text(json.dumps(key))
-    return torch.from_file(str(raw), shared=False, size=n_bytes, dtype=torch.uint8).view(
-        len(names), 3, size, size)
+    return cached_images([folder / f"{n}.jpg" for n in names], size, cache_dir / f"images_{size}.u8", key,
+                         workers)
 
 
 # -- the DataModule ------------------------------------------------------------------------------
