@@ -47,6 +47,15 @@ def write_json(path: Path, content: Mapping) -> Path:
     return path
 
 
+def save_run_config(cfg: DictConfig, run_dir: Path, datamodule) -> None:
+    """`config_resolved.yaml`, and what the data records of itself where it does (`record(run_dir)`:
+    dataset=images' samples.csv). Written when a run starts, by both training paths."""
+    OmegaConf.save(cfg, Path(run_dir) / "config_resolved.yaml", resolve=True)
+    record = getattr(datamodule, "record", None)
+    if record is not None:
+        record(Path(run_dir))
+
+
 def save_metrics(run_dir: Path, metrics: Mapping) -> Path:
     """`metrics.json`, written atomically: it is the mark of a finished run, never half there.
 
@@ -267,7 +276,7 @@ def last_checkpoint(run_dir: Path) -> Path:
     return checkpoint_dir(run_dir) / "last.ckpt"
 
 
-OUTPUTS = ("metrics.json", "logits_val.npz", "logits_test.npz", "config_resolved.yaml")
+OUTPUTS = ("metrics.json", "logits_val.npz", "logits_test.npz", "config_resolved.yaml", "samples.csv")
 OUTPUT_DIRS = ("checkpoints", "csv")
 
 

@@ -44,7 +44,7 @@ from hightpr.jobs import (
     worker_process,
 )
 from hightpr.metrics.evaluators import monitor_value
-from hightpr.runs import RunLock, remove_unstarted, write_run
+from hightpr.runs import RunLock, remove_unstarted, save_run_config, write_run
 
 log = logging.getLogger("hightpr")
 RunFn = Callable[[DictConfig, Path], dict]
@@ -103,7 +103,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     module = build_module(cfg, datamodule, facts, choices())
     worker = worker_process()
     if not worker:
-        OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+        save_run_config(cfg, run_dir, datamodule)
         log.info("data %s", datamodule.summary())
 
     trainer = build_trainer(cfg, run_dir, monitor=module.evaluator.monitor)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hightpr.build import build_datamodule, build_module, sample_input
 from hightpr.checks import check_keys
@@ -35,7 +35,7 @@ from hightpr.jobs import job_resources
 from hightpr.metrics.evaluators import TIE_BREAK
 from hightpr.module import split_report
 from hightpr.regularizers.activity import reg_ratio
-from hightpr.runs import RunLock, checkpoint_dir, clear_outputs, last_checkpoint, write_run
+from hightpr.runs import RunLock, checkpoint_dir, clear_outputs, last_checkpoint, save_run_config, write_run
 from hightpr.stacked.data import MemberData
 from hightpr.stacked.forward import OwnModels, make_forward
 from hightpr.stacked.layers import NotStackable
@@ -362,7 +362,7 @@ def _train_members(todo: list[tuple[DictConfig, Path]], settings: Settings, choi
     for mb in members:
         if start == 0:
             clear_outputs(mb.run_dir)
-        OmegaConf.save(mb.cfg, mb.run_dir / "config_resolved.yaml", resolve=True)
+        save_run_config(mb.cfg, mb.run_dir, mb.datamodule)
         log.info("member %d data %s", mb.number, mb.datamodule.summary())
     saver = _Saver(members, streams, settings.checkpoint_every_s)
     _train_epochs(members, data, settings, forward, start, saver)
