@@ -51,6 +51,8 @@ BAD_ARGUMENTS = [
     ("hightpr-site", "hightpr.cli.site", ["TMP/site", "--table", "nope-t99"], "no table or figure"),
     ("hightpr-site", "hightpr.cli.site", ["TMP/site", "--results", "TMP/typo"], "no such folder"),
     ("hightpr-status", "hightpr.cli.status", ["nope-t99", "--results", "TMP"], "no table or figure"),
+    ("hightpr-predict", "hightpr.cli.predict", ["TMP/nope", "TMP", "--out", "TMP/p.csv"], "no such folder"),
+    ("hightpr-predict", "hightpr.cli.predict", ["RUN", "TMP", "--out", "TMP/p.csv"], "holds no finished run"),
     (None, "hightpr.data.prepare", ["cifar10", "--from", "TMP/missing.tar.gz", "--data-dir", "TMP"],
      "not found"),
 ]

@@ -202,6 +202,8 @@ class MelanomaDataModule(TensorDataModule):
     horizontal and vertical flips (a dermoscopy image has no preferred orientation).
     """
 
+    reads_image_files = True  # `hightpr-predict` may apply its runs to image files (`decode_chw`)
+
     def __init__(self, root: str | Path, image_size: int = 256, positive_ratio: float | None = None,
                  split_seed: int = 0, fractions: Sequence[float] = (0.7, 0.1, 0.2),
                  group_by_patient: bool = True, crop_padding: int = 16, cache_dir: str | None = None,
