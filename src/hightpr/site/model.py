@@ -310,7 +310,8 @@ def sections(rendered_: Rendered) -> list[Section]:
     for r in csv[summary_mask].to_dict(orient="records"):
         kd = {c: r[c] for c in keys}
         sec = out.setdefault(section_of(kd), Section(section_of(kd), [], [], [], []))
-        sec.summary.append({"metric": r["metric"], "label": metric_name(r["metric"]),
+        note = f" ({r['ours_note']})" if r.get("ours_note") else ""
+        sec.summary.append({"metric": r["metric"], "label": metric_name(r["metric"]) + note,
                             "paper": r.get("paper", ""), "ours": r.get("ours", ""),
                             "delta": delta(r.get("ours", ""), r.get("paper", ""))})
     notes = section_notes(rendered_.md)

@@ -484,6 +484,16 @@ def tidy(view: TableView) -> pd.DataFrame:
             section = Cell(r.dataset, r.classes, r.ratio, "", "").section
             got = view.avg_deltas.get(section, {}).get(r.metric)
             avg_cell = Cell(r.dataset, r.classes, r.ratio, "", r.reg)
+            losses = len({c.base_loss for c in view.cells if c.section == section and not c.extra})
+            if got and got[1] is not None and got[2] != losses and got[3] is not None:
+                # like for like first: ours against the paper's D1 over the same losses, then the
+                # printed mean over all of the paper's losses on its own
+                same = f"the paper's D1 over the same {got[2]} of {losses} losses"
+                rows.append(row(avg_cell, r.metric, f"losses={got[2]}", _num(got[3], decimals(r.value)), "",
+                                got[1], None, ours_note=same, ours_only="same_losses"))
+                rows.append(row(avg_cell, r.metric, r.variant, r.value, r.note, None, None,
+                                ours_note=f"as printed: the paper's mean over its {losses} losses"))
+                continue
             rows.append(row(avg_cell, r.metric, r.variant, r.value, r.note, got[1] if got else None, None))
             continue
         column = r.variant.removeprefix("hparam=") if view.hparam else r.metric
