@@ -175,9 +175,11 @@ def budget(pool: Path, boot: int = 200, most: int = 60) -> pd.DataFrame:
         if rankreg is None or other is None or rankreg[1].members < 2 or other[1].members < 2:
             continue
         y = rankreg[0]
+        m_now = min(rankreg[1].members, other[1].members)     # like with like, as the tables compare
+        pair = [comparison.Arm(a.scores[:m_now], a.seeds[:m_now] if a.seeds else None)
+                for a in (rankreg[1], other[1])]
         for metric, effect in CLAIMED[name].items():
-            ev = comparison.compare([rankreg[1], other[1]], y, metric, n=boot, scale=100)
-            m_now = min(rankreg[1].members, other[1].members)
+            ev = comparison.compare(pair, y, metric, n=boot, scale=100)
 
             def needed(effect: float, ev=ev, m_now=m_now) -> int | None:
                 for m in range(2, most + 1):

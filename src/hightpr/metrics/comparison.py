@@ -262,8 +262,8 @@ def compare(arms: Sequence[Arm], labels: np.ndarray, metric: ArmMetric | str,
     (100: percent) before the statistic sees them. `n` test-sample replicates and `splits` pairs
     of member groups per size set how precisely the two components are estimated.
 
-    Returns {diff, lo, hi, p, se, se_test, se_members, df, n, members, paired, noise, level}
-    (+ margin, p_equiv). `diff` is the statistic's value whatever it is.
+    Returns {diff, values, lo, hi, p, se, se_test, se_members, df, n, members, paired, noise, level}
+    (+ margin, p_equiv). `diff` is the statistic's value whatever it is, `values` each arm's metric.
     """
     if isinstance(metric, str):
         metric = binary_metric(metric)
@@ -296,7 +296,8 @@ def compare(arms: Sequence[Arm], labels: np.ndarray, metric: ArmMetric | str,
     df = var * var / (var_m * var_m / df_m) if var_m > 0 and math.isfinite(df_m) else math.inf
     half = (1 + level) / 2
     q = float(stats.t.ppf(half, df) if math.isfinite(df) else stats.norm.ppf(half))
-    out = {"diff": value, "lo": value - q * se, "hi": value + q * se, "p": _p_zero(value, se, df),
+    out = {"diff": value, "values": [float(v) for v in values], "lo": value - q * se, "hi": value + q * se,
+           "p": _p_zero(value, se, df),
            "se": se, "se_test": math.sqrt(var_t), "se_members": math.sqrt(var_m), "df": df,
            "n": int(reps.size),
            "members": tuple(a.members for a in arms), "paired": paired, "noise": noise_of(arms),

@@ -98,7 +98,13 @@ class Test:
         if self.ev is None:
             return "not comparable (different test samples)"
         ev = self.ev
-        out = (f"{name} {ev['diff']:+.2f}, 95% CI [{ev['lo']:+.2f}, {ev['hi']:+.2f}], "
+        at = ""
+        if ev.get("truncated"):
+            k = ev["members"][0]
+            vals = ev["values"]
+            at = (f"at {k} members each, {vals[0]:.1f} vs {vals[1]:.1f}: " if len(vals) == 2
+                  else f"at {k} members each: ")
+        out = (f"{at}{name} {ev['diff']:+.2f}, 95% CI [{ev['lo']:+.2f}, {ev['hi']:+.2f}], "
                f"p {_p(ev['p'])}, Holm {_p(self.p_adj)}")
         if "p_equiv" in ev:
             out += f", TOST ±{ev['margin']:g} Holm {_p(self.p_equiv_adj)}"
@@ -166,6 +172,9 @@ def block(view) -> list[str]:
              f"({view.n_boot} bootstrap replicates, members fixed, rows paired on the same samples; rows "
              "of single models: test samples only), on a t reference (docs/evaluation.md); two-sided, "
              f"α = {ALPHA}, Holm-corrected over the {n} tests of this table (the family is the table). "
+             "Rows of different ensemble sizes are compared like with like: each with its first members "
+             "(seeds 1, 2, ...) down to the smaller size, since more members make a better ensemble "
+             "whatever the method; the numbers compared are then printed with the test. "
              f"*Equivalent*: both one-sided tests (TOST) reject a difference of the margin or more "
              f"(AUC ±{MARGINS['auc']:g}, FPR ±{MARGINS['fpr']:g} points), Holm over the table's "
              f"{family.equivalence_tests} equivalence tests; otherwise *not distinguishable at this "
@@ -266,8 +275,9 @@ def _better_metric(pairs, metric: str, view, family: Family, paper: bool) -> Lin
         if inactive(view, ca) or inactive(view, cb):
             left_out += 1
             continue
-        ko += better(oa, ob, metric)
-        tests.append(family.pair(ca, cb, metric))
+        test = family.pair(ca, cb, metric)
+        ko += better(test.ev["diff"], 0.0, metric) if test.ev else better(oa, ob, metric)
+        tests.append(test)
     if np_ == 0 and not tests and not left_out:
         return None
     no = len(tests)
@@ -379,7 +389,9 @@ def compared_metric(avg_metric: str) -> str:
     return "auc" if avg_metric == "avg_delta_auc" else "fpr@" + avg_metric.removeprefix("avg_delta@")
 
 
-def _d1_test(view, family: Family, section: str, avg_metric: str) -> tuple[Test, str]:
+def d1_evidence(view, section: str, avg_metric: str) -> tuple[dict | None, str]:
+    """D1 of a section tested like every comparison (its statistic on the rows' ensembles, like
+    with like), and the labels of +ALM rows that were inactive. The table's Avg.Δ row prints it."""
     metric = compared_metric(avg_metric)
     trios = []
     for loss in dict.fromkeys(c.base_loss for c in view.cells if c.section == section):
@@ -388,6 +400,8 @@ def _d1_test(view, family: Family, section: str, avg_metric: str) -> tuple[Test,
         if all(c is not None and view.outcome(c) is not None for c in cells):
             trios.append(cells)
     quiet = ", ".join(c[1].label for c in trios if inactive(view, c[1]))
+    if not trios:
+        return None, quiet
     arms = [c for trio in trios for c in trio]
     up = higher_is_better(metric)
 
@@ -397,7 +411,11 @@ def _d1_test(view, family: Family, section: str, avg_metric: str) -> tuple[Test,
         best = v[:, :2].max(axis=1) if up else v[:, :2].min(axis=1)
         return (v[:, 2] - best if up else best - v[:, 2]).mean(axis=0)
 
-    ev = evidence([view.outcome(c) for c in arms], metric, view.n_boot, statistic=d1_rows, name="d1")
+    return evidence([view.outcome(c) for c in arms], metric, view.n_boot, statistic=d1_rows, name="d1"), quiet
+
+
+def _d1_test(view, family: Family, section: str, avg_metric: str) -> tuple[Test, str]:
+    ev, quiet = d1_evidence(view, section, avg_metric)
     return family.add(ev, "avg_delta"), quiet
 
 
@@ -487,8 +505,8 @@ def _controls(claim: dict, view, family: Family) -> list[Line]:
                 parts, words = [], []
                 for m, t in tests:
                     words.append(t.word())
-                    parts.append(f"{metric_name(m)} {view.ours(control, m):.1f} vs {view.ours(method, m):.1f}"
-                                 f" ({t.text()}): {words[-1]}")
+                    vc, vm = t.ev["values"] if t.ev else (view.ours(control, m), view.ours(method, m))
+                    parts.append(f"{metric_name(m)} {vc:.1f} vs {vm:.1f} ({t.text()}): {words[-1]}")
                 worse = sum(w == "worse" for w in words)
                 same = sum(w.startswith("equivalent") for w in words)
                 if not tests:

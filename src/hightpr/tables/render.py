@@ -158,6 +158,9 @@ class TableView:
                     and not c.variant}
             ours = {k: v for k, v in ours.items() if v is not None}
             got = d1(ours, metric)
+            ev, _ = claims_mod.d1_evidence(self, section, avg_metric)
+            if got and ev is not None:        # like with like: the rows at a common ensemble size
+                got = (ev["diff"], got[1])
             ran = {loss for loss, reg in ours if all((loss, r) in ours for r in ("none", "alm", "rankreg"))}
             same = self.paper_d1(section, avg_metric, ran) if got else None
             out.setdefault(section, {})[avg_metric] = (as_float(printed), *(got or (None, 0)), same)
@@ -358,6 +361,10 @@ def _section_table(view: TableView, section: str) -> list[str]:
         label = "Avg.Δ (D1: RankReg vs the better of base, +ALM)"
         if same:
             label = label[:-1] + f"; over the {used} of {losses} losses we ran, the paper's D1 over the same)"
+        sizes = {o.members for c in view.cells if c.section == section and not c.variant
+                 and (o := view.outcome(c)) is not None}
+        if len(sizes) > 1:
+            label = label[:-1] + f"; each row at {min(sizes)} members, like with like)"
         cells, printed_cells = [label], [f"Avg.Δ as printed (the paper's mean over its {losses} losses)"]
         for col in cols:
             got = [(k, v) for k, v in avg.items() if compared_metric(k) == col]
