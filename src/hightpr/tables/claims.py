@@ -505,8 +505,9 @@ def _controls(claim: dict, view, family: Family) -> list[Line]:
                 parts, words = [], []
                 for m, t in tests:
                     words.append(t.word())
-                    vc, vm = t.ev["values"] if t.ev else (view.ours(control, m), view.ours(method, m))
-                    parts.append(f"{metric_name(m)} {vc:.1f} vs {vm:.1f} ({t.text()}): {words[-1]}")
+                    shown = "" if t.ev and t.ev.get("truncated") else \
+                        f" {view.ours(control, m):.1f} vs {view.ours(method, m):.1f}"
+                    parts.append(f"{metric_name(m)}{shown} ({t.text()}): {words[-1]}")
                 worse = sum(w == "worse" for w in words)
                 same = sum(w.startswith("equivalent") for w in words)
                 if not tests:
