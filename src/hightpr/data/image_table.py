@@ -47,19 +47,27 @@ def folder_table(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["path", "label"])
 
 
+def checked_csv(csv: Path, required: set[str], layout: str, **read) -> pd.DataFrame:
+    """A CSV read with pandas (`read`: its options) that has the `required` columns; one clear
+    error naming the file otherwise (`layout` says what the file should hold)."""
+    try:
+        table = pd.read_csv(csv, **read)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise DataMissingError(f"{csv} is not a readable csv ({err})") from err
+    missing = required - set(table.columns)
+    if missing:
+        raise DataMissingError(f"{csv} lacks the column(s) {sorted(missing)}; {layout}; it has "
+                               f"{list(table.columns)}")
+    return table
+
+
 def csv_table(csv: Path, root: Path | None) -> pd.DataFrame:
     """path (absolute), label [, split] of a CSV; every path must exist."""
     csv = Path(csv)
     if not csv.is_file():
         raise DataMissingError(f"dataset.csv={csv}: no such file (columns path,label[,split])")
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise DataMissingError(f"{csv} is not a readable csv ({err})") from err
-    missing = {"path", "label"} - set(table.columns)
-    if missing:
-        raise DataMissingError(f"{csv} lacks the column(s) {sorted(missing)}; it needs path,label[,split] "
-                               f"and has {list(table.columns)}")
+    table = checked_csv(csv, {"path", "label"}, "it needs path,label[,split]", dtype=str,
+                        keep_default_na=False)
     if len(table) == 0:
         raise DataMissingError(f"{csv} lists no images")
     base = Path(root) if root is not None else csv.parent

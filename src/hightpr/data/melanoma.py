@@ -29,6 +29,7 @@ from hightpr.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalise, random_
 from hightpr.data.base import TensorDataModule
 from hightpr.data.cifar_files import md5
 from hightpr.data.image_files import cached_images, decode_image
+from hightpr.data.image_table import checked_csv
 from hightpr.data.splits import melanoma_split
 from hightpr.data.tensors import IndexedRows
 from hightpr.errors import DataMissingError, HightprError
@@ -45,14 +46,9 @@ def read_table(csv: Path) -> pd.DataFrame:
     """The ISIC 2020 `train.csv`, checked: image_name (unique), target (0/1), optional patient_id."""
     if not csv.is_file():
         raise DataMissingError(f"{csv} not found")
-    try:
-        table = pd.read_csv(csv, dtype={"image_name": str, "patient_id": str})
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise DataMissingError(f"{csv} is not a readable csv ({err})") from err
-    missing = {"image_name", "target"} - set(table.columns)
-    if missing:
-        raise DataMissingError(f"{csv} lacks the column(s) {sorted(missing)} of the ISIC 2020 layout "
-                               f"(image_name, target[, patient_id]); it has {list(table.columns)}")
+    table = checked_csv(csv, {"image_name", "target"},
+                        "the ISIC 2020 layout is image_name, target[, patient_id]",
+                        dtype={"image_name": str, "patient_id": str})
     if table["image_name"].isna().any() or table["image_name"].duplicated().any():
         raise DataMissingError(f"{csv}: image_name must be present and unique")
     if not table["target"].isin([0, 1]).all():
