@@ -233,7 +233,8 @@ class SiteBuilder:
             todo.append(("roc", roc, (keyed,), "ROC curves of each row's ensemble on the test set (saved "
                          "logits); the inset magnifies TPR ≥ 0.9."))
         todo.append(("fpr", lambda p: figs.bars_figure(sec, p, title), (sec,),
-                     "FPR at high TPR: ours with 95% bootstrap intervals beside the paper's."))
+                     "FPR at high TPR: ours with 95% intervals (members and test samples) beside the "
+                     "paper's."))
         for kind, draw, inputs, caption in todo:
             path = folder / f"{_slug(sec.name)}-{kind}.svg"
             alt = figs.cached(self.out / ".cache" / "figures", (title, kind, repr(inputs)), path, draw)

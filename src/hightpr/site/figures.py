@@ -140,8 +140,8 @@ def bars_figure(section: Section, path: Path, title: str) -> str | None:
     axes[0].set_title(title, fontsize=9, pad=18)
     fig.tight_layout(pad=0.6)
     save_svg(fig, path)
-    return ("Bar chart, lower is better: FPR at high TPR, in percent, ours with 95% bootstrap intervals "
-            "beside the paper's. " + "; ".join(alt) + ".")
+    return ("Bar chart, lower is better: FPR at high TPR, in percent, ours with 95% intervals over members "
+            "and test samples beside the paper's. " + "; ".join(alt) + ".")
 
 
 def noise_figure(section: Section, path: Path, title: str) -> str | None:

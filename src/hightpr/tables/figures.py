@@ -2,7 +2,7 @@
 
 `results/tables/<scale>/rankreg-f3.{png,md,csv}` and `rankreg-f4.{png,md,csv}`. The paper's
 figures are plots, not numbers, so there is no paper column; the markdown lists our points with
-their 95% bootstrap intervals and checks the figure's claim.
+their 95% intervals (members and test samples) and checks the figure's claim.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def _header(view: TableView) -> list[str]:
     lines = [f"# {spec.title}", "",
              f"**Scale: {scale.name}** ({scale.description}). Budget: "
              f"{scale.budget_of(p.family for p in view.plans.values())}.", "",
-             "The paper's figure is a plot (no printed numbers): ours only, in percent, 95% bootstrap "
-             f"intervals over test samples ({view.n_boot} replicates).", "",
+             "The paper's figure is a plot (no printed numbers): ours only, in percent, 95% intervals "
+             f"over members and test samples ({view.n_boot} test-sample replicates).", "",
              f"Data: {'; '.join(dict.fromkeys(p.data_note for p in plans))}. Hyper-parameters: "
              f"{', '.join(dict.fromkeys(p.source for p in plans if p.source)) or 'none published'}"
              + "".join(f"; grid {g}" for g in dict.fromkeys(s.preset for p in plans for s in p.stages)) + "."]

@@ -5,7 +5,7 @@ markdown shows ours | paper | Δ per metric with the paper's bold/underline mark
 per block in bold, the Avg.Δ row recomputed by definition D1, DeLong p where the paper has a
 significance table, the rows ours only, the selected hyper-parameters and the claims block.
 The CSV is tidy: the paper CSV's key columns, `paper` (the printed string), `ours` (percent),
-its 95% bootstrap interval, members, scale. The output depends on nothing but the saved runs,
+its 95% interval (members and test samples), members, scale. The output depends on nothing but the saved runs,
 so rendering twice gives the same bytes.
 """
 
