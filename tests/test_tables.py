@@ -500,3 +500,12 @@ def test_cell_ids_are_stable():
     cell = Cell("cifar10_binary", "main", "100", "bce", "rankreg", "penalty=cubed")
     assert cell.id == "cifar10_binary.main@100/bce+rankreg:penalty=cubed"
     assert cell.label == "BCE + RankReg [penalty=cubed]"
+
+
+def test_a_best_row_whose_regulariser_never_acted_gets_no_verdict(tmp_path):
+    ctx = context(tmp_path)
+    spec = get_spec("rankreg-t6")
+    run_table(spec, ctx, progress=False, train_fn=fake_train(reg_ratio={"rankreg": 0.001}))
+    md, _ = render_table(spec, ctx)
+    best = md.split("a buffer of 32 is the best size")[1].split("- **")[0]
+    assert "ours not informative (regulariser inactive ◦)" in best and "vs " not in best

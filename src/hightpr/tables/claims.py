@@ -326,12 +326,17 @@ def _best(claim: dict, view, family: Family) -> list[Line]:
             obest, runner = best_of(view.ours)
             if pbest is None and obest is None:
                 continue
-            test = family.pair(t, runner, metric) if obest is not None else None
+            quiet = obest is not None and inactive(view, t)
+            test = family.pair(t, runner, metric) if obest is not None and not quiet else None
             paper = {None: "not in the table", "yes": "best", "tied": "tied best", "no": "not best"}[pbest]
             ours = {None: "not run", "yes": "best", "tied": "tied best", "no": "NOT best"}[obest]
+            if quiet:
+                ours = f"not informative (regulariser inactive {INACTIVE})"
 
             def text(section=section, metric=metric, paper=paper, ours=ours, test=test, runner=runner):
                 evidence = f" (vs {runner.label}: {test.text()})" if test is not None and test.ev else ""
+                if test is not None and test.ev and ours == "best" and not test.favours():
+                    ours = "highest, not distinguishable from the runner-up at this budget"
                 return f"{section}, {metric_name(metric)}: paper {paper}; ours {ours}{evidence}"
             lines.append(text)
     return lines or ["no rows to compare"]
