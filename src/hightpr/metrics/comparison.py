@@ -108,6 +108,12 @@ def _difference(values: np.ndarray) -> np.ndarray:
     return values[0] if len(values) == 1 else values[0] - values[1]
 
 
+def _in_seed_order(arms: Sequence[Arm]) -> list[np.ndarray]:
+    """Each paired arm's member outputs, reordered to the first arm's seeds (member i of every arm
+    has the same seed)."""
+    return [np.asarray(a.scores)[[list(a.seeds).index(s) for s in arms[0].seeds]] for a in arms]
+
+
 def _paired_by_seed(arms: Sequence[Arm]) -> bool:
     seeds = [a.seeds for a in arms]
     return (len(arms) > 1 and all(s is not None and len(set(s)) == len(s) for s in seeds)
@@ -150,8 +156,10 @@ def extrapolate(sizes: Sequence[int], variances: Sequence[float], m: int) -> flo
     """Var of the M-member ensemble's statistic from those of smaller ensembles, on the model
     Var(h) = a / h + b / h^2, a, b >= 0: a is what members add independently (each one's own
     skill), b what averaging removes faster than 1/h (the ensemble's noise level, which an AUC
-    pays for squared). Two sizes fix a and b; where they cannot (one size, or a fit below 0), the
-    1/h law alone is used, which over-states the variance when b > 0 (conservative)."""
+    pays for squared). Two sizes fix a and b. With one size, or a fit with b < 0, the 1/h law alone
+    is used (it over-states the variance when b > 0: conservative); a fit with a < 0 uses the 1/h^2
+    law of the larger size where the smaller one does not contradict it (it under-states the
+    variance when a > 0, which noise in the two sizes can hide: docs/evaluation.md)."""
     if len(sizes) >= 2:
         (h1, v1), (h2, v2) = (sizes[0], variances[0]), (sizes[1], variances[1])
         b = (v2 * h2 - v1 * h1) / (1 / h2 - 1 / h1)
@@ -198,8 +206,7 @@ def _member_variance(arms: Sequence[Arm], ensembles: list[np.ndarray], labels: n
 
     if _paired_by_seed(arms) and arms[0].members >= 2:
         m = arms[0].members
-        scored = [np.asarray(a.scores)[[list(a.seeds).index(s) for s in arms[0].seeds]] for a in arms]
-        return var_of(scored, None, m), float(m - 1), True
+        return var_of(_in_seed_order(arms), None, m), float(m - 1), True
     parts = [(var_of([np.asarray(a.scores)], k, a.members), a.members - 1)
              for k, a in enumerate(arms) if a.members >= 2]
     var = sum(v for v, _ in parts)
@@ -220,16 +227,14 @@ def _interaction(arms: Sequence[Arm], idx: np.ndarray, yy: np.ndarray, metric: A
     def halves(k: int | None) -> float:
         m = arms[0].members if k is None else arms[k].members
         h = m // 2
+        scored = _in_seed_order(arms) if k is None else [np.asarray(a.scores) for a in arms]
         got = []
         for groups in _group_pairs(m, h, rng)[:INTERACTION_SPLITS]:
             sides = []
             for which in (1, 2):
                 values = per_arm.copy()
-                for j, a in enumerate(arms):
+                for j, scores in enumerate(scored):
                     if k is None or j == k:
-                        scores = np.asarray(a.scores)
-                        if k is None:
-                            scores = scores[[list(a.seeds).index(s) for s in arms[0].seeds]]
                         ens = _group_ensembles(scores, groups[None], which)[0]
                         values[j] = metric(ens[idx], yy)
                 sides.append(statistic(values))
