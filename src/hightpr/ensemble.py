@@ -154,7 +154,8 @@ def _with_scores(avg: dict[str, np.ndarray], evaluator: Evaluator) -> dict[str, 
     return {"scores": evaluator.scores(logits), "labels": avg["labels"], "ids": avg["ids"], "logits": logits}
 
 
-def _seed_of(run_dir: Path) -> int | None:
+def seed_of(run_dir: Path) -> int | None:
+    """A finished run's training seed, as its resolved config recorded it (None where unknown)."""
     path = Path(run_dir) / "config_resolved.yaml"
     return OmegaConf.load(path).get("seed") if path.is_file() else None
 
@@ -192,7 +193,7 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     if ops is not None and "val" in outputs:
         metrics["operating_point"] = ops(outputs["val"], outputs["test"])
     for (m, path), mm in zip(members.items(), member_metrics, strict=True):
-        metrics["members"].append({"member": m, "run_dir": str(path), "seed": _seed_of(path),
+        metrics["members"].append({"member": m, "run_dir": str(path), "seed": seed_of(path),
                                    **{f"test_{k}": v for k, v in mm.get("test", {}).items()}})
     mean, std = {}, {}
     for stage in ("val", "test"):

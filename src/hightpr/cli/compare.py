@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hightpr.ensemble import finished_members
+from hightpr.ensemble import finished_members, seed_of
 from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 from hightpr.metrics import comparison
@@ -66,8 +66,6 @@ def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], name_a: str, name
 def member_arm(path: Path, stage: str = "test") -> tuple[np.ndarray, np.ndarray, comparison.Arm] | None:
     """(ids, labels, the members' scores and seeds) of an ensemble dir with >= 2 finished members,
     samples sorted by id; None for anything else."""
-    from omegaconf import OmegaConf
-
     path = Path(path)
     members = finished_members(path) if path.is_dir() else {}
     if len(members) < 2:
@@ -75,12 +73,8 @@ def member_arm(path: Path, stage: str = "test") -> tuple[np.ndarray, np.ndarray,
     runs = [load_run(d, stage) for d in members.values()]
     if any(not np.array_equal(r["ids"], runs[0]["ids"]) for r in runs):
         return None
-    seeds = []
-    for d in members.values():
-        cfg = d / "config_resolved.yaml"
-        seed = OmegaConf.select(OmegaConf.load(cfg), "seed") if cfg.is_file() else None
-        seeds.append(None if seed is None else int(seed))
-    known = None if None in seeds else tuple(seeds)
+    seeds = [seed_of(d) for d in members.values()]
+    known = None if None in seeds else tuple(int(s) for s in seeds)
     return runs[0]["ids"], runs[0]["labels"], comparison.Arm(np.stack([r["scores"] for r in runs]), known)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from hightpr.ensemble import finished_members
+from hightpr.ensemble import finished_members, seed_of
 from hightpr.metrics import comparison, delong_test, fpr_at_fn, fpr_at_tpr, roc_auc
 from hightpr.metrics.bootstrap import resample_indices
 from hightpr.metrics.evaluators import TIE_BREAK, monitor_value, selection_key
@@ -151,14 +151,8 @@ class Outcome:
     def seeds(self) -> tuple[int, ...] | None:
         """Each member's training seed (its config's `seed`), in `member_test`'s order; None where
         one is unknown. Arms whose members share seeds are compared seed by seed."""
-        seeds = []
-        for run_dir in finished_members(self.path).values():
-            cfg = run_dir / "config_resolved.yaml"
-            seed = OmegaConf.select(OmegaConf.load(cfg), "seed") if cfg.is_file() else None
-            if seed is None:
-                return None
-            seeds.append(int(seed))
-        return tuple(seeds)
+        seeds = [seed_of(run_dir) for run_dir in finished_members(self.path).values()]
+        return None if None in seeds else tuple(int(s) for s in seeds)
 
     @functools.cached_property
     def activity(self) -> dict | None:
