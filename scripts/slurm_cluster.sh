@@ -100,7 +100,9 @@ wait_for() {  # wait_for <what> <command...>: up to 60 s
 start() {
   need_root
   command -v slurmctld >/dev/null || { echo "error: SLURM is not installed: run $0 install" >&2; exit 2; }
-  if scontrol ping 2>/dev/null | grep -q UP && sinfo -h -o %T 2>/dev/null | grep -qx idle; then
+  # up = controller answering, node idle, and accounting reachable (submitit needs sacct)
+  if scontrol ping 2>/dev/null | grep -q UP && sinfo -h -o %T 2>/dev/null | grep -qx idle \
+      && sacct -n -X -S now >/dev/null 2>&1; then
     echo "SLURM is already up on $node"; return 0
   fi
   write_config
