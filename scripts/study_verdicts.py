@@ -91,18 +91,24 @@ Procedure = Callable[..., dict]
 
 
 def rejections(gen: Generator, m: int, shift: float, sims: int, boot: int, seed: int,
-               procedure: Procedure = comparison.compare, splits: int = 126) -> dict[str, int]:
-    """Per metric, how many of `sims` simulated comparisons `procedure` rejects at ALPHA."""
+               procedure: Procedure = comparison.compare, splits: int = 126) -> dict[str, dict]:
+    """Per metric: how many of `sims` simulated comparisons `procedure` rejects at ALPHA, and how
+    its standard error and degrees of freedom compare with the statistic's spread over the sims."""
     rng = np.random.default_rng(seed)
-    out = dict.fromkeys(METRICS, 0)
+    seen: dict[str, list[tuple[float, float, float]]] = {metric: [] for metric in METRICS}
     seeds = tuple(range(1, m + 1))
     for s in range(sims):
         a, b = gen.members(rng, m, shift), gen.members(rng, m)
         idx = gen.test_draw(rng)
         arms = [comparison.Arm(a[:, idx], seeds), comparison.Arm(b[:, idx], seeds)]
         for metric in METRICS:
-            ev = procedure(arms, gen.y[idx], metric, n=boot, seed=s, splits=splits)
-            out[metric] += ev["p"] <= ALPHA
+            ev = procedure(arms, gen.y[idx], metric, n=boot, seed=s, splits=splits, scale=100)
+            seen[metric].append((ev["p"], ev["diff"], ev.get("se", math.nan), ev.get("df", math.nan)))
+    out = {}
+    for metric, got in seen.items():
+        p, diff, se, df = np.array(got, dtype=float).T
+        out[metric] = {"rejections": int((p <= ALPHA).sum()), "sd_stat": float(np.std(diff, ddof=1)),
+                       "rms_se": float(np.sqrt(np.nanmean(se * se))), "df_median": float(np.nanmedian(df))}
     return out
 
 
@@ -122,14 +128,17 @@ def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comp
             sims = plan["null_sims"][m] if shift == 0 else plan["alt_sims"]
             got = rejections(gen, m, shift, sims, plan["boot"], seed + 1000 * m + int(100 * shift), procedure,
                              plan["splits"])
-            for metric, k in got.items():
+            for metric, seen in got.items():
+                k = seen["rejections"]
                 lo, hi = wilson(k, sims)
                 rows.append({"metric": metric, "members": m, "shift": shift,
                              "effect": gen.effect(metric, shift), "sims": sims, "rejections": k,
                              "rate": k / sims, "ci_low": lo, "ci_high": hi,
-                             "boot": plan["boot"], "splits": plan["splits"]})
+                             "sd_stat": seen["sd_stat"], "rms_se": seen["rms_se"],
+                             "df_median": seen["df_median"], "boot": plan["boot"], "splits": plan["splits"]})
             if progress:
-                print(f"M={m} shift={shift:g}: " + ", ".join(f"{k} {v / sims:.3f}" for k, v in got.items())
+                print(f"M={m} shift={shift:g}: " + ", ".join(f"{k} {v['rejections'] / sims:.3f}"
+                                                             for k, v in got.items())
                       + f" ({time.perf_counter() - began:.0f} s)", flush=True)
     return pd.DataFrame(rows)
 
@@ -156,7 +165,8 @@ def budget(pool: Path, boot: int = 200, most: int = 60) -> pd.DataFrame:
     """Members needed for 80% power (α = 0.05, two-sided, one test) to detect the paper's claimed
     difference between +RankReg and each row it is compared with, from the committed members: the
     test-sample variance as measured, the member variance carried from M to m members by 1/m (the
-    a/h + b/h² fit's upper bound, conservative where an ensemble's AUC gains faster)."""
+    a/h + b/h² fit's upper bound, conservative where an ensemble's AUC gains faster), its degrees of
+    freedom the same share of m - 1 as the comparison's member component has of M - 1 now."""
     from scipy import stats
 
     def arm(key: str) -> tuple[np.ndarray, comparison.Arm] | None:
@@ -184,7 +194,9 @@ def budget(pool: Path, boot: int = 200, most: int = 60) -> pd.DataFrame:
             def needed(effect: float, ev=ev, m_now=m_now) -> int | None:
                 for m in range(2, most + 1):
                     se = math.sqrt(ev["se_test"] ** 2 + ev["se_members"] ** 2 * m_now / m)
-                    df = m - 1 if ev["se_members"] > 0 else math.inf
+                    vm = ev["se_members"] ** 2 * m_now / m
+                    dfm = ev["df_members"] * (m - 1) / max(m_now - 1, 1)   # the same share of m - 1
+                    df = (se ** 4) / (vm * vm / dfm) if vm > 0 else math.inf
                     crit = stats.t.ppf(0.975, df) if math.isfinite(df) else stats.norm.ppf(0.975)
                     if stats.norm.sf(crit - abs(effect) / se) >= 0.8:
                         return m
@@ -207,10 +219,15 @@ def markdown(df: pd.DataFrame, gen: Generator, plan: dict, seconds: float,
              f"and {plan['splits']} member splits per size inside each test (the tables: 1000 and 126); "
              f"{seconds:.0f} s. `python scripts/study_verdicts.py` (make study-verdicts).", "",
              "## Size: rejection rate when the two arms are drawn alike", "",
-             "| metric | members | simulations | rejected | 95% interval |", "|---|---:|---:|---:|---|"]
+             "*spread*: the SD of the difference over the simulated nulls (points); *se*: the test's "
+             "standard error, root mean square over them (their ratio near 1: the variance is right on "
+             "average); *df*: the median degrees of freedom of its t reference.", "",
+             "| metric | members | simulations | rejected | 95% interval | spread | se | se / spread | df |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in null.itertuples():
         lines.append(f"| {r.metric} | {r.members} | {r.sims} | {r.rate:.3f} "
-                     f"| [{r.ci_low:.3f}, {r.ci_high:.3f}] |")
+                     f"| [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.sd_stat:.2f} | {r.rms_se:.2f} "
+                     f"| {r.rms_se / r.sd_stat:.2f} | {r.df_median:.1f} |")
     lines += ["", "## Power: rejection rate against the effect (points)", "",
               "| metric | members | shift (logits) | effect (points) | simulations | rejected |",
               "|---|---:|---:|---:|---:|---:|"]

@@ -15,6 +15,7 @@ from scipy import stats
 
 from hightpr.metrics import fpr_at_tpr, roc_auc
 from hightpr.metrics.comparison import (
+    SIZE_CORRELATION,
     Arm,
     auc_rows,
     compare,
@@ -63,10 +64,25 @@ def test_holm_matches_a_hand_worked_family():
 def test_extrapolation_recovers_a_and_b_and_falls_back_to_one_over_h():
     a, b = 0.3, 2.0
     var = [a / h + b / h ** 2 for h in (5, 3)]
-    assert extrapolate((5, 3), var, 10) == pytest.approx(a / 10 + b / 100)
-    assert extrapolate((1,), [0.9], 3) == pytest.approx(0.3)                  # one size: 1/h
-    assert extrapolate((5, 3), [0.5, 0.5], 10) == pytest.approx(0.25)         # flat: a fit below 0 -> 1/h
+    assert extrapolate((5, 3), var, 10)[0] == pytest.approx(a / 10 + b / 100)
+    assert extrapolate((1,), [0.9], 3) == pytest.approx((0.3, 2.0))           # one size: 1/h, M - 1 df
+    assert extrapolate((5, 3), [0.5, 0.5], 10) == pytest.approx((0.25, 9.0))  # flat: b below 0 -> 1/h
+    assert extrapolate((5, 3), [0.04, 0.2], 10) == pytest.approx((0.02, 9.0))  # steeper than 1/h^2: a < 0
     assert group_sizes(10) == (5, 3) and group_sizes(5) == (2, 1) and group_sizes(3) == (1,)
+
+
+def test_the_extrapolations_df_is_satterthwaites_for_its_two_sizes():
+    """Var(10) from sizes 5 and 3 is 0.875 v5 - 0.225 v3 (worked by hand from a/h + b/h^2); its df
+    is Satterthwaite's with 9 df per size and correlation SIZE_CORRELATION between them."""
+    v5, v3 = 1.0, 2.5
+    var, df = extrapolate((5, 3), [v5, v3], 10)
+    assert var == pytest.approx(0.875 * v5 - 0.225 * v3)
+    c1, c2, r = 0.875 * v5, -0.225 * v3, SIZE_CORRELATION
+    assert df == pytest.approx(9 * var ** 2 / (c1 ** 2 + c2 ** 2 + 2 * r * c1 * c2))
+    assert 1 < df < 9
+    # the 1/h law exactly (v3 = 5/3 v5) is a fit with b = 0: the variance halves, df still below 9
+    var, df = extrapolate((5, 3), [1.0, 5 / 3], 10)
+    assert var == pytest.approx(0.5) and df < 9
 
 
 def test_tost_p_is_the_larger_one_sided_p():
@@ -143,6 +159,7 @@ def test_the_study_runs_on_the_committed_members():
     df = study.study(gen, plan, progress=False)
     assert set(df.metric) == {"auc", "fpr@95tpr"} and len(df) == 4
     assert (df[df["shift"] > 0].effect.abs() > 0).all() and (df[df["shift"] == 0].effect == 0).all()
+    assert (df.rms_se > 0).all() and (df.sd_stat > 0).all() and (df.df_median >= 1).all()
 
 
 @pytest.mark.slow
@@ -152,10 +169,10 @@ def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
     study = _study()
     gen = study.Generator(ROOT / "results" / "runs" / "cpu")
     got = study.rejections(gen, 10, 0.0, 1000, boot=100, seed=11, splits=24)
-    for metric, k in got.items():
-        assert 0.03 <= k / 1000 <= 0.07, (metric, k / 1000)
+    for metric, seen in got.items():
+        assert 0.03 <= seen["rejections"] / 1000 <= 0.07, (metric, seen)
     power = study.rejections(gen, 10, 1.0, 100, boot=100, seed=12, splits=24)
-    assert all(k / 100 >= 0.8 for k in power.values()), power
+    assert all(seen["rejections"] / 100 >= 0.8 for seen in power.values()), power
 
     def never(arms, labels, metric, **kw):
         return {**compare(arms, labels, metric, **kw), "p": 1.0}
@@ -165,7 +182,8 @@ def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
 
     for procedure in (never, test_samples_only):
         got = study.rejections(gen, 10, 0.0, 200, boot=100, seed=13, procedure=procedure, splits=24)
-        assert any(not 0.03 <= k / 200 <= 0.07 for k in got.values()), (procedure.__name__, got)
+        assert any(not 0.03 <= seen["rejections"] / 200 <= 0.07 for seen in got.values()), \
+            (procedure.__name__, got)
 
 
 def test_hightpr_compare_runs_the_tables_test_on_two_ensembles():

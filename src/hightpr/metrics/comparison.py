@@ -8,15 +8,19 @@ all test samples, and its variance is the sum of two components, each estimated 
 
 - **test samples**: a stratified bootstrap over test samples with every member fixed (the
   arms paired on the same draws), the variance of the statistic over the replicates;
-- **members**: a delete-one-member jackknife on the full test set. Arms whose members were
-  trained with the same seeds (same data draw, initialisation and augmentation stream) are
-  paired by seed: one seed is deleted from every arm at once, which keeps the covariance that
-  shared seeds give. Otherwise each arm's members are deleted in turn and the arms' jackknife
-  variances add (independent arms).
+- **members**: the statistic on disjoint groups of members (every split of the members in halves,
+  and thirds), Var(h) = E[(group 1 - group 2)^2] / 2 for groups of h, carried to all M members on
+  Var(h) = a / h + b / h^2 (`extrapolate`). Arms whose members were trained with the same seeds
+  (same data draw, initialisation and augmentation stream) are paired by seed: the groups take
+  the same seeds in every arm, which keeps the covariance that shared seeds give. Otherwise each
+  arm's groups are drawn alone and the arms' member variances add (independent arms). The
+  test-sample bootstrap also sees the member-by-sample interaction, which the member component
+  already counts; it is measured on half-vs-half differences and subtracted (`_interaction`).
 
 The statistic over its standard error is referred to a t distribution with Welch-Satterthwaite
-degrees of freedom (the bootstrap component counts as known, the jackknife's has M - 1): with
-3 members that is about 2 degrees of freedom, and intervals widen as they should. Intervals are
+degrees of freedom (the bootstrap component counts as known, the member component's df is that of
+its extrapolation: about (M - 1) / 3 to (M - 1) / 2 for an AUC or an FPR@TPR of 10 members): with
+3 members that is 2 degrees of freedom, and intervals widen as they should. Intervals are
 value ± t · se, so they are centred on the point estimate by construction, and a p-value is not
 limited by the number of replicates. Why not the two-level bootstrap this replaced: resampling
 members and test samples together counts their interaction twice, its member draws with
@@ -152,23 +156,34 @@ def group_sizes(m: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(h for h in (m // 2, m // 3) if h >= 1))
 
 
-def extrapolate(sizes: Sequence[int], variances: Sequence[float], m: int) -> float:
-    """Var of the M-member ensemble's statistic from those of smaller ensembles, on the model
-    Var(h) = a / h + b / h^2, a, b >= 0: a is what members add independently (each one's own
-    skill), b what averaging removes faster than 1/h (the ensemble's noise level, which an AUC
-    pays for squared). Two sizes fix a and b. With one size, or a fit with b < 0, the 1/h law alone
-    is used (it over-states the variance when b > 0: conservative); a fit with a < 0 uses the 1/h^2
-    law of the larger size where the smaller one does not contradict it (it under-states the
-    variance when a > 0, which noise in the two sizes can hide: docs/evaluation.md)."""
+SIZE_CORRELATION = 0.7   # of the two sizes' variance estimates (same members): docs/evaluation.md
+
+
+def extrapolate(sizes: Sequence[int], variances: Sequence[float], m: int) -> tuple[float, float]:
+    """(variance, degrees of freedom) of the M-member ensemble's statistic from those measured on
+    smaller ensembles of the same M members, on the model Var(h) = a / h + b / h^2, a, b >= 0: a is
+    what members add independently (each one's own skill), b what averaging removes faster than
+    1/h (the ensemble's noise level, which an AUC pays for squared).
+
+    Two sizes fix a and b, and Var(M) = c1 v1 + c2 v2 with c2 < 0: the difference of two noisy
+    estimates, which has fewer degrees of freedom than either. Its df is Welch-Satterthwaite's
+    for that combination, each size's estimate taken at M - 1 df and the two correlated
+    `SIZE_CORRELATION` (they come from the same members; the study measures the result). With
+    one size, or a fit with a or b below 0, the 1/h law of the larger size is used (it over-states
+    the variance where b > 0: conservative), at M - 1 df."""
+    dof = float(max(m - 1, 1))
     if len(sizes) >= 2:
         (h1, v1), (h2, v2) = (sizes[0], variances[0]), (sizes[1], variances[1])
         b = (v2 * h2 - v1 * h1) / (1 / h2 - 1 / h1)
         a = v1 * h1 - b / h1
         if a >= 0 and b >= 0:
-            return a / m + b / (m * m)
-        if a < 0:   # the 1/h^2 law alone fits the larger size
-            return v1 * h1 * h1 / (m * m) if v2 * h2 * h2 >= v1 * h1 * h1 else v1 * h1 / m
-    return variances[0] * sizes[0] / m
+            k = (1 / (m * m) - 1 / (h1 * m)) / (1 / h2 - 1 / h1)
+            c1, c2 = h1 * (1 / m - k), h2 * k          # Var(M) = c1 v1 + c2 v2
+            var = c1 * v1 + c2 * v2
+            spread = (c1 * v1) ** 2 + (c2 * v2) ** 2 + 2 * SIZE_CORRELATION * c1 * c2 * v1 * v2
+            df = min(dof, dof * var * var / spread) if spread > 0 else dof
+            return var, df
+    return variances[0] * sizes[0] / m, dof
 
 
 def _member_variance(arms: Sequence[Arm], ensembles: list[np.ndarray], labels: np.ndarray,
@@ -186,7 +201,7 @@ def _member_variance(arms: Sequence[Arm], ensembles: list[np.ndarray], labels: n
     def measure(ens: np.ndarray) -> np.ndarray:
         return metric(ens, np.broadcast_to(y, (ens.shape[0], *y.shape)))
 
-    def var_of(scored: list[np.ndarray], k: int | None, m: int) -> float:
+    def var_of(scored: list[np.ndarray], k: int | None, m: int) -> tuple[float, float]:
         sizes = group_sizes(m)
         variances = []
         for h in sizes:
@@ -205,10 +220,8 @@ def _member_variance(arms: Sequence[Arm], ensembles: list[np.ndarray], labels: n
         return extrapolate(sizes, variances, m)
 
     if _paired_by_seed(arms) and arms[0].members >= 2:
-        m = arms[0].members
-        return var_of(_in_seed_order(arms), None, m), float(m - 1), True
-    parts = [(var_of([np.asarray(a.scores)], k, a.members), a.members - 1)
-             for k, a in enumerate(arms) if a.members >= 2]
+        return (*var_of(_in_seed_order(arms), None, arms[0].members), True)
+    parts = [var_of([np.asarray(a.scores)], k, a.members) for k, a in enumerate(arms) if a.members >= 2]
     var = sum(v for v, _ in parts)
     denom = sum(v * v / d for v, d in parts)
     return var, (var * var / denom if denom > 0 else math.inf), False
@@ -267,7 +280,8 @@ def compare(arms: Sequence[Arm], labels: np.ndarray, metric: ArmMetric | str,
     (100: percent) before the statistic sees them. `n` test-sample replicates and `splits` pairs
     of member groups per size set how precisely the two components are estimated.
 
-    Returns {diff, values, lo, hi, p, se, se_test, se_members, df, n, members, paired, noise, level}
+    Returns {diff, values, lo, hi, p, se, se_test, se_members, df, df_members, n, members, paired,
+    noise, level}
     (+ margin, p_equiv). `diff` is the statistic's value whatever it is, `values` each arm's metric.
     """
     if isinstance(metric, str):
@@ -304,6 +318,7 @@ def compare(arms: Sequence[Arm], labels: np.ndarray, metric: ArmMetric | str,
     out = {"diff": value, "values": [float(v) for v in values], "lo": value - q * se, "hi": value + q * se,
            "p": _p_zero(value, se, df),
            "se": se, "se_test": math.sqrt(var_t), "se_members": math.sqrt(var_m), "df": df,
+           "df_members": df_m,
            "n": int(reps.size),
            "members": tuple(a.members for a in arms), "paired": paired, "noise": noise_of(arms),
            "level": level}
