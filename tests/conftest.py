@@ -103,6 +103,26 @@ def run_train_subprocess(data_dir: Path, work_dir: Path, *overrides: str, fast: 
     return _result(proc.returncode, proc.stdout, proc.stderr, work_dir / "outputs" / name / "runs.csv")
 
 
+QUANTILE = ["evaluation.threshold_rule=quantile", "evaluation.operating_tprs=[0.5,0.95]"]
+
+
+@pytest.fixture(scope="session")
+def trained_images(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(image folders, a run, a 2-member ensemble) of dataset=images trained on generated PNGs
+    (quantile rule: few validation positives). Shared by the predict, export and model card tests."""
+    from tests.test_images import IMAGES, image_folders  # it imports this module
+
+    base = tmp_path_factory.mktemp("trained_images")
+    folders = image_folders(base / "imgs")
+    data = [*IMAGES, f"dataset.root={folders}", "dataset.positive=pos", *QUANTILE]
+    run = run_train(base / "data", base, *data)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ens = run_train(base / "data", base, *data, "ensemble.members=2", name="ens")
+    assert ens.returncode == 0, ens.stderr[-3000:]
+    ens_dir = next((base / "outputs" / "ens" / "ensembles").iterdir())
+    return folders, run.run_dir, ens_dir
+
+
 @pytest.fixture
 def train(tiny_data_dir, tmp_path):
     """`train(*overrides)` trains on the tiny dataset in-process; returns TrainResult."""

@@ -16,24 +16,13 @@ import pytest
 from hightpr.cli.predict import main as predict_main
 from hightpr.data.image_table import SAMPLES
 from hightpr.predict import read_predictions
-from tests.conftest import run_train
-from tests.test_images import IMAGES, image_folders, truncate
-
-QUANTILE = ["evaluation.threshold_rule=quantile", "evaluation.operating_tprs=[0.5,0.95]"]
+from tests.test_images import truncate
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Image folders, a run and a 2-member ensemble trained on them (quantile rule: few positives)."""
-    base = tmp_path_factory.mktemp("predict")
-    folders = image_folders(base / "imgs")
-    data = [*IMAGES, f"dataset.root={folders}", "dataset.positive=pos", *QUANTILE]
-    run = run_train(base / "data", base, *data)
-    assert run.returncode == 0, run.stderr[-3000:]
-    ens = run_train(base / "data", base, *data, "ensemble.members=2", name="ens")
-    assert ens.returncode == 0, ens.stderr[-3000:]
-    ens_dir = next((base / "outputs" / "ens" / "ensembles").iterdir())
-    return folders, run.run_dir, ens_dir
+@pytest.fixture
+def trained(trained_images):
+    """Image folders, a run and a 2-member ensemble trained on them (conftest's `trained_images`)."""
+    return trained_images
 
 
 def predict(capsys, *argv) -> tuple[int, str, str]:

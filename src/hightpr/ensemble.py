@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hightpr.errors import HightprError
 from hightpr.identity import ensemble_key
 from hightpr.metrics.evaluators import Evaluator, evaluator_for
+from hightpr.model_card import write_after_training
 from hightpr.runs import append_run, flatten, load_logits, save_logits, save_metrics
 from hightpr.task import Task
 
@@ -163,8 +164,8 @@ def seed_of(run_dir: Path) -> int | None:
 def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     """Average the finished members' logits; write and return the ensemble's metrics.
 
-    Writes `metrics.json` and `logits_test.npz` (and `logits_val.npz` when the members share
-    their validation set, which also gives the validation-chosen operating point).
+    Writes `metrics.json`, `logits_test.npz` (and `logits_val.npz` when the members share their
+    validation set, which also gives the validation-chosen operating point) and `model_card.md`.
     """
     ensemble_dir = Path(ensemble_dir)
     members = finished_members(ensemble_dir)
@@ -205,6 +206,7 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     metrics["member_mean"], metrics["member_std"] = mean, std
     metrics["num_members"] = len(members)
     save_metrics(ensemble_dir, metrics)
+    write_after_training(ensemble_dir)
     return metrics
 
 

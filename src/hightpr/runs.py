@@ -19,6 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
+from hightpr.model_card import CARD, write_after_training
 from hightpr.regularizers.activity import activity
 
 
@@ -189,7 +190,7 @@ def write_run(cfg: DictConfig, run_dir: Path, evaluator, reports: Mapping[str, M
               choices: Mapping[str, str]) -> dict:
     """The end of every run, Lightning's and the batched loop's: `logits_{val,test}.npz`, `metrics.json`
     (the reports, `facts` such as epochs_trained and best_checkpoint, the deployed operating points
-    of a binary evaluator) and the run's row of runs.csv. Returns the metrics."""
+    of a binary evaluator), `model_card.md` and the run's row of runs.csv. Returns the metrics."""
     metrics = {"val": reports["val"], "test": reports["test"], **facts}
     operating_points = getattr(evaluator, "operating_points", None)  # threshold on val, rates on test
     if operating_points is not None:
@@ -197,6 +198,7 @@ def write_run(cfg: DictConfig, run_dir: Path, evaluator, reports: Mapping[str, M
     for stage in ("val", "test"):
         save_logits(run_dir, stage, outputs[stage])
     save_metrics(run_dir, metrics)
+    write_after_training(run_dir)
     log = logging.getLogger("hightpr")
     debug = debug_run(cfg)
     if debug == "fast_dev_run":  # a smoke test of the wiring: no result, no row in the results table
@@ -276,7 +278,7 @@ def last_checkpoint(run_dir: Path) -> Path:
     return checkpoint_dir(run_dir) / "last.ckpt"
 
 
-OUTPUTS = ("metrics.json", "logits_val.npz", "logits_test.npz", "config_resolved.yaml", "samples.csv")
+OUTPUTS = ("metrics.json", "logits_val.npz", "logits_test.npz", "config_resolved.yaml", "samples.csv", CARD)
 OUTPUT_DIRS = ("checkpoints", "csv")
 
 
