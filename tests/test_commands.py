@@ -3,7 +3,8 @@
 with its stack. argparse's own refusals stay a usage line and exit code 2.
 
 Covered: every `[project.scripts]` entry but `hightpr-train` (its Hydra entry point reads sys.argv
-and is tested end to end in test_bad_input.py), and `python -m hightpr.data.prepare`.
+and is tested end to end in test_bad_input.py), `python -m hightpr.data.prepare` and
+`python -m hightpr.model_card`.
 """
 
 from __future__ import annotations
@@ -53,8 +54,13 @@ BAD_ARGUMENTS = [
     ("hightpr-status", "hightpr.cli.status", ["nope-t99", "--results", "TMP"], "no table or figure"),
     ("hightpr-predict", "hightpr.cli.predict", ["TMP/nope", "TMP", "--out", "TMP/p.csv"], "no such folder"),
     ("hightpr-predict", "hightpr.cli.predict", ["RUN", "TMP", "--out", "TMP/p.csv"], "holds no finished run"),
+    ("hightpr-export", "hightpr.cli.export", ["TMP/nope", "--out", "TMP/m.pt2"], "no such folder"),
+    ("hightpr-export", "hightpr.cli.export", ["RUN", "--out", "TMP/m.pt2"], "holds no finished run"),
+    ("hightpr-export", "hightpr.cli.export", ["RUN", "--out", "TMP/m.onnx"], "a .pt2 file"),
     (None, "hightpr.data.prepare", ["cifar10", "--from", "TMP/missing.tar.gz", "--data-dir", "TMP"],
      "not found"),
+    (None, "hightpr.model_card", ["TMP/nope"], "no such folder"),
+    (None, "hightpr.model_card", ["RUN"], "holds no finished run or ensemble"),
 ]
 IDS = [f"{m.rsplit('.', 1)[1]}-{i}" for i, (_, m, _, _) in enumerate(BAD_ARGUMENTS)]
 

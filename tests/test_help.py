@@ -17,6 +17,8 @@ COMMANDS = [
     ("hightpr.cli.status", ["--help"], "(default:"),
     ("hightpr.cli.tables", ["render", "--help"], "(default:"),
     ("hightpr.data.prepare", ["--help"], "(default:"),
+    ("hightpr.cli.predict", ["--help"], "(default: 0.95)"),
+    ("hightpr.cli.export", ["--help"], "(default: 0.95)"),
 ]
 
 

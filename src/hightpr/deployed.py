@@ -39,18 +39,25 @@ class Threshold:
     delta: float | None
     overridden: bool = False
 
+    def promise(self) -> str | None:
+        """The rule's promise with its target TPR and delta filled in; None when overridden."""
+        if self.overridden:
+            return None
+        rule = RULES[self.rule]
+        promise = rule.promise.replace("target", f"{self.target_tpr:g}")
+        if rule.uses_delta:
+            promise = promise.replace("delta", f"{self.delta:g}")
+        return promise
+
     def describe(self) -> list[str]:
         """The lines a prediction file and its command print about the threshold."""
         if self.overridden:
             return [f"threshold {self.value:.9g} given by --threshold: no promise on the TPR "
                     "(the run's rule and validation set do not back it)"]
         rule = RULES[self.rule]
-        promise = rule.promise.replace("target", f"{self.target_tpr:g}")
-        if rule.uses_delta:
-            promise = promise.replace("delta", f"{self.delta:g}")
         return [f"threshold {self.value:.9g}: rule {self.rule} ({rule.title}), target TPR "
                 f"{self.target_tpr:g}" + (f", delta {self.delta:g}" if rule.uses_delta else ""),
-                f"promise: {promise}" + ("" if self.rule == "quantile" else EXCHANGEABLE),
+                f"promise: {self.promise()}" + ("" if self.rule == "quantile" else EXCHANGEABLE),
                 "decision 1 = positive (score >= threshold)"]
 
 
@@ -156,11 +163,12 @@ def load_deployed(path: Path, tpr: float = 0.95, threshold: float | None = None)
     runs = runs_of(path)
     task = task_of_run(runs[0])
     if not task.binary:
-        raise HightprError(f"{path} is a multi-class run: hightpr-predict applies binary runs")
+        raise HightprError(f"{path} is a multi-class run: hightpr-predict and hightpr-export apply "
+                           "binary runs")
     cfg = run_config(runs[0])
     datamodule = build(cfg.dataset, "dataset")
     if not getattr(datamodule, "reads_image_files", False):
         raise HightprError(f"{path} was trained on {cfg.dataset._target_}, not on image files: "
-                           "hightpr-predict applies runs of dataset=images (or melanoma)")
+                           "hightpr-predict and hightpr-export apply runs of dataset=images (or melanoma)")
     networks = [load_network(r, task) for r in runs]
     return Deployed(path, runs, networks, datamodule, task, deployed_threshold(path, runs[0], tpr, threshold))
