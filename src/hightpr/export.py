@@ -88,7 +88,7 @@ def metadata(deployed: Deployed) -> dict:
                   "range": "0..255"},
         "image_size": size,
         "decode": DECODE_RECIPE.format(S=size),
-        "decoded_with": {"pillow": PIL.__version__},
+        "pillow": PIL.__version__,  # of the exporting environment: the decode's resize is Pillow's
         "preprocessing": f"{dm.__module__}.{dm.__qualname__}.to_input (inside the program)",
         "score": "mean of the members' logits, then the binary score (the logit of a 1-logit head, "
                  "z1 - z0 of a 2-logit head)",
