@@ -28,6 +28,7 @@ from hightpr.cli.export import main as export_main
 from hightpr.cli.predict import main as predict_main
 from hightpr.data.image_files import decode_chw
 from hightpr.data.image_table import SAMPLES
+from hightpr.export import read_metadata
 from hightpr.predict import read_predictions
 from tests.test_predict import quantile_threshold
 
@@ -149,6 +150,7 @@ def test_an_ensemble_file_averages_its_members_at_an_overridden_threshold(export
     np.testing.assert_array_equal(got["decisions"], scores >= 0)
     meta = got["meta"]
     assert meta["kind"] == "ensemble" and meta["members"] == ["member_01", "member_02"]
+    assert read_metadata(exported["out"] / "ens.pt2") == meta  # readable without torch, as a zip
     assert meta["threshold"] == 0 and meta["rule"] is None and meta["promise"] is None
     assert "no promise" in meta["threshold_text"][0]
 

@@ -58,6 +58,7 @@ class ScoringModel(nn.Module):
         self.register_buffer("threshold", torch.tensor(float(threshold), dtype=torch.float64))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, decisions) of a uint8 batch [B,3,S,S]."""
         x = self.to_input(images)
         logits = torch.stack([net(x).float() for net in self.members]).mean(dim=0)
         scores = self.score(logits)
@@ -192,11 +193,3 @@ def read_metadata(path: Path) -> dict:
             return json.loads(archive.read(name))
     except (OSError, zipfile.BadZipFile, StopIteration, ValueError) as err:
         raise HightprError(f"{path}: not a file written by hightpr-export ({err})") from err
-
-
-def load(path: Path) -> tuple[nn.Module, dict]:
-    """The exported program's module and its metadata (`torch.export.load` and the extra file)."""
-    extra = {METADATA: ""}
-    program = torch.export.load(str(path), extra_files=extra)
-    return program.module(), json.loads(extra[METADATA])
-

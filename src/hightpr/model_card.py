@@ -100,9 +100,11 @@ class Folder:
 
     @property
     def ensemble(self) -> bool:
+        """Whether the folder is an ensemble (its card is about its members' mean logits)."""
         return bool(self.members)
 
     def seeds(self) -> list[int | None]:
+        """The training seed of each run (its config_resolved.yaml), None where unknown."""
         return [_config(r).get("seed") for r in self.runs]
 
 
