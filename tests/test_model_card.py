@@ -42,6 +42,7 @@ def test_training_writes_a_card_into_the_run_the_ensemble_and_its_members(traine
     for folder in (run, ens, ens / "member_01", ens / "member_02"):
         assert (folder / CARD).is_file(), folder
     card = (run / CARD).read_text()
+    assert "hightpr-predict and hightpr-export use the threshold" in card   # an image run: they apply it
     samples = pd.read_csv(run / SAMPLES)
     for split in ("train", "val", "test"):
         part = samples[samples["split"] == split]

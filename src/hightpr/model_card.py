@@ -15,10 +15,8 @@ ensemble layout itself instead of importing those modules. `python -m hightpr.mo
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,9 +30,17 @@ from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 from hightpr.metrics.comparison import Arm, compare
 from hightpr.metrics.thresholds import RULES
+from hightpr.runs import (
+    CARD,
+    card_path,
+    config_path,
+    finished_members,
+    is_finished,
+    logits_path,
+    read_metrics,
+    samples_path,
+)
 
-CARD = "model_card.md"
-SAMPLES = "samples.csv"  # dataset=images' record of its samples (hightpr.data.image_table.SAMPLES)
 LEVEL = 0.95
 BOOTSTRAP = 1000  # test-sample replicates of the intervals
 CARD_TPRS = (0.90, 0.95, 0.98)  # FPR@TPR rows of the metrics table, with the run's own targets
@@ -45,21 +51,9 @@ NOT_SHOWN = {"_target_", "_partial_", "root", "csv", "cache_dir", "decode_worker
 log = logging.getLogger("hightpr")
 
 
-# -- reading the folder --------------------------------------------------------------------------
-def _finished(path: Path) -> bool:
-    """`hightpr.ensemble.is_finished`: metrics.json (written last) and the test logits are there."""
-    return (path / "metrics.json").is_file() and (path / "logits_test.npz").is_file()
-
-
-def _finished_members(folder: Path) -> list[Path]:
-    """An ensemble's finished `member_NN` dirs in member order (`hightpr.ensemble.finished_members`)."""
-    found = {int(m.group(1)): p for p in folder.iterdir()
-             if (m := re.fullmatch(r"member_(\d+)", p.name)) and p.is_dir() and _finished(p)}
-    return [found[k] for k in sorted(found)]
-
-
+# -- reading the folder (its layout: hightpr.runs) ---------------------------------------------------
 def _test_logits(run: Path) -> dict[str, np.ndarray]:
-    path = run / "logits_test.npz"
+    path = logits_path(run, "test")
     try:
         with np.load(path) as z:
             return {k: np.asarray(z[k]) for k in ("ids", "labels", "scores")}
@@ -68,15 +62,8 @@ def _test_logits(run: Path) -> dict[str, np.ndarray]:
 
 
 def _config(run: Path) -> DictConfig:
-    path = run / "config_resolved.yaml"
+    path = config_path(run)
     return OmegaConf.load(path) if path.is_file() else OmegaConf.create({})
-
-
-def _metrics(path: Path) -> dict:
-    try:
-        return json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError) as err:
-        raise HightprError(f"{path / 'metrics.json'}: not readable ({err}); re-run that run") from err
 
 
 class Folder:
@@ -86,15 +73,15 @@ class Folder:
         self.path = Path(path)
         if not self.path.is_dir():
             raise HightprError(f"{self.path}: no such folder; give a finished run or ensemble folder")
-        if not _finished(self.path):
+        if not is_finished(self.path):
             raise HightprError(f"{self.path} holds no finished run or ensemble (metrics.json and "
                                "logits_test.npz): give a folder whose training ended")
-        self.metrics = _metrics(self.path)
+        self.metrics = read_metrics(self.path)
         ensemble = self.metrics.get("kind") == "ensemble"
-        self.members = _finished_members(self.path) if ensemble else []
+        self.members = list(finished_members(self.path).values()) if ensemble else []
         self.runs = self.members or [self.path]
         self.config = _config(self.runs[0])
-        self.run_metrics = [_metrics(r) for r in self.runs]
+        self.run_metrics = [read_metrics(r) for r in self.runs]
         task = self.run_metrics[0].get("task") or {}
         self.binary = not task.get("critical_classes")
 
@@ -160,7 +147,7 @@ def _data_section(folder: Folder) -> list[str]:
     if any(d != first for d in data[1:]):
         lines += ["", f"Counts of {folder.runs[0].name}; the members' training draws differ "
                   "(each member's metrics.json has its own)."]
-    samples = folder.runs[0] / SAMPLES
+    samples = samples_path(folder.runs[0])
     if samples.is_file():
         table = pd.read_csv(samples, dtype={"label": str})
         counts = table.groupby(["label", "split"]).size().unstack(fill_value=0)
@@ -282,6 +269,16 @@ def _rate(rate: float | None, n: int | None) -> str:
     return f"{rate:.4f} [{ci.low:.3f}, {ci.high:.3f}]"
 
 
+def _reads_image_files(config: Mapping) -> bool:
+    """Whether the run's dataset decodes image files, so that hightpr-predict and hightpr-export apply it."""
+    from hydra.utils import get_class
+
+    try:
+        return bool(getattr(get_class(str(config["dataset"]["_target_"])), "reads_image_files", False))
+    except (KeyError, TypeError, ImportError, AttributeError, ValueError):
+        return False
+
+
 def _threshold_section(folder: Folder) -> list[str]:
     lines = ["## Deployed threshold", ""]
     points = folder.metrics.get("operating_point")
@@ -301,8 +298,9 @@ def _threshold_section(folder: Folder) -> list[str]:
     chosen = "the ensemble's averaged validation scores" if folder.ensemble else "the validation scores"
     lines += [f"Rule `{name}` ({rule.title})" + (f", delta {_value(delta)}" if rule.uses_delta else "")
               + f", chosen on {chosen}" + (f" ({n_val} positives)" if n_val is not None else "")
-              + ". A score >= the threshold is called positive. hightpr-predict and hightpr-export "
-              "use the threshold at `--tpr` (default 0.95).", "",
+              + ". A score >= the threshold is called positive." + (
+                  " hightpr-predict and hightpr-export use the threshold at `--tpr` (default 0.95)."
+                  if _reads_image_files(folder.config) else ""), "",
               "| target TPR | threshold | validation TPR / FPR | test TPR [95% CI] | test FPR [95% CI] |",
               "|---:|---:|---:|---:|---:|"]
     notes = []
@@ -376,7 +374,7 @@ def write_card(path: Path) -> Path:
     """Render and write `model_card.md` into the folder (temporary file, then renamed)."""
     path = Path(path)
     text = render(path)
-    out = path / CARD
+    out = card_path(path)
     tmp = path / f".{CARD}.{os.getpid()}.tmp"
     try:
         tmp.write_text(text)
