@@ -118,7 +118,7 @@ def test_every_default_key_is_read(monkeypatch):
 
     from omegaconf import DictConfig
 
-    checks = sys.modules[check_keys.__module__]
+    checks = sys.modules["hightpr.checks.keys"]
     unread: set[str] = set()
     # `check_keys` refuses each key nothing reads through `_refuse`: collect them all instead
     monkeypatch.setattr(checks, "_refuse", lambda path, key, valid: unread.add(f"{path}.{key}".lstrip(".")))
@@ -132,8 +132,8 @@ def test_every_default_key_is_read(monkeypatch):
         check_keys(cfg)
         for group in cfg:
             if isinstance(cfg.get(group), DictConfig):
-                unchecked |= {path for path, node in checks._target_nodes(str(group), cfg[group])
-                              if checks._target_params(str(node._target_)) is None}
+                unchecked |= {path for path, node in checks.target_nodes(str(group), cfg[group])
+                              if checks.target_params(str(node._target_)) is None}
     assert unread == set()
     assert unchecked == set(UNCHECKED_NODES)
 

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from sklearn.metrics import roc_auc_score
 
+from hightpr.checks import check_keys
 from hightpr.cli.ensemble import main as ensemble_main
 from hightpr.ensemble import aggregate, average_logits, member_dir, member_summary
 from hightpr.errors import HightprError
@@ -222,14 +223,14 @@ def test_ensemble_key_ignores_seed_member_and_paths_only(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["ensemble.members=0"], "ensemble.members must be a positive integer"),
-        (["ensemble.members=10", "ensemble.member=12"], "outside ensemble.members=10"),
-        (["ensemble.member=two"], "ensemble.member must be a positive integer"),
+        (["ensemble.members=0"], "ensemble.members=0: expected null or an integer >= 1"),
+        (["ensemble.members=10", "ensemble.member=12"], "ensemble.member=12 is outside ensemble.members=10"),
+        (["ensemble.member=two"], "ensemble.member='two': expected null or an integer >= 1"),
     ],
 )
 def test_bad_ensemble_settings(tmp_path, overrides, message):
     with pytest.raises(HightprError, match=message):
-        train_members(compose_cfg(tmp_path, *overrides), batched=False, run_fn=FakeRun())
+        check_keys(compose_cfg(tmp_path, *overrides))
 
 
 # -- hightpr-ensemble -----------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def test_trainer_arguments_read_from_source_judge_values_as_lightnings_signature
 
     import pytorch_lightning as pl
 
-    from hightpr.checks import _fits, trainer_signature
+    from hightpr.checks import trainer_signature
+    from hightpr.checks.values import _fits
 
     read = trainer_signature()
     assert list(read) == [n for n in inspect.signature(pl.Trainer.__init__).parameters if n != "self"]

@@ -137,13 +137,10 @@ def _holds_best_validation(trainer: pl.Trainer, module) -> bool:
 
 
 def batched_setting(cfg: DictConfig) -> bool:
-    """`ensemble.batched`: train the members together (default, null: yes) or one after another."""
+    """`ensemble.batched`: train the members together (default, null: yes) or one after another
+    (checked with every setting, `hightpr.checks.values`)."""
     value = cfg.ensemble.get("batched")
-    if value is None:
-        return True
-    if not isinstance(value, bool):
-        raise HightprError(f"ensemble.batched must be true or false, got {value!r}")
-    return value
+    return True if value is None else bool(value)
 
 
 def train_members(cfg: DictConfig, *, batched: bool, run_fn: RunFn = train_run) -> dict:
@@ -154,8 +151,6 @@ def train_members(cfg: DictConfig, *, batched: bool, run_fn: RunFn = train_run) 
     """
     members = positive_int(cfg.ensemble.get("members"), "ensemble.members")
     member = positive_int(cfg.ensemble.get("member"), "ensemble.member")
-    if member is not None and members is not None and member > members:
-        raise HightprError(f"ensemble.member={member} is outside ensemble.members={members}")
     edir = ensemble_dir_of(cfg, choices())
     edir.mkdir(parents=True, exist_ok=True)
     wanted = [member] if member is not None else list(range(1, members + 1))

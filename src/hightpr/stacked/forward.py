@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from hightpr.checks.values import ENSEMBLE_FORWARDS
 from hightpr.errors import HightprError
 from hightpr.stacked.model import StackedModel, check_stacked, detach_member
 
-MODES = ("stacked", "members")
+MODES = ENSEMBLE_FORWARDS  # `ensemble.forward`, checked with every setting (hightpr.checks.values)
 
 
 def forward_mode(setting: str | None, device: torch.device) -> str:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hightpr.errors import HightprError
 from hightpr.identity import execution_only_keys
 from hightpr.stacked.forward import forward_mode
 from hightpr.stacked.layers import NotStackable
@@ -70,12 +69,11 @@ def _device(t: dict, gpu: int | None) -> torch.device:
 def settings_of(cfg: DictConfig, gpu: int | None = None) -> Settings:
     """The batched trainer's settings, or `NotStackable` naming what it does not reproduce.
 
-    The `ensemble` node's own settings are read (a bad value refused) before anything else, so a
-    typo is refused even where the members would train one after another."""
-    every_s = _seconds(cfg.ensemble.get("checkpoint_every_s", 60))
-    compile = _flag(cfg.ensemble.get("compile", False), "ensemble.compile")
+    The `ensemble` node's values were checked with every setting (`hightpr.checks.values`), before
+    Hydra wrote anything."""
+    every_s = float(cfg.ensemble.get("checkpoint_every_s", 60))
+    compile = bool(cfg.ensemble.get("compile"))
     forward = cfg.ensemble.get("forward")
-    forward_mode(forward, torch.device("cpu"))  # refuses a bad value
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key, value in t.items():
         if key in IGNORED or key in ("accelerator", "devices", "precision", "max_epochs", "patience",
@@ -106,19 +104,3 @@ def settings_of(cfg: DictConfig, gpu: int | None = None) -> Settings:
         deterministic=t.get("deterministic") or False, csv_log=bool(target),
         forward=forward_mode(forward, device), compile=compile, checkpoint_every_s=every_s)
 
-
-def _seconds(value) -> float:
-    """`ensemble.checkpoint_every_s`: a number of seconds >= 0 (0: every epoch)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise HightprError(f"ensemble.checkpoint_every_s must be a number of seconds >= 0 (0: every epoch), "
-                           f"got {value!r}")
-    return float(value)
-
-
-def _flag(value, key: str) -> bool:
-    """A boolean setting (null: false)."""
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise HightprError(f"{key} must be true or false, got {value!r}")
-    return value
