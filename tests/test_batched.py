@@ -185,30 +185,6 @@ def test_an_unsupported_setting_trains_the_members_one_by_one_with_one_log_line(
     assert "training member 2 (seed 2)" in result.stderr
 
 
-def test_finished_members_are_not_trained_again_and_one_left_trains_alone(train):
-    first = train("ensemble.members=2")
-    assert first.returncode == 0 and "batched" in first.stderr
-    stamps = {p: p.stat().st_mtime_ns for p in first.run_dir.glob("member_*/metrics.json")}
-    second = train("ensemble.members=3")
-    assert second.returncode == 0
-    assert "member 1 already finished" in second.stderr and "member 2 already finished" in second.stderr
-    assert "training member 3 (seed 3)" in second.stderr and "training members" not in second.stderr
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert json.loads((second.run_dir / "metrics.json").read_text())["num_members"] == 3
-
-
-def test_an_interrupted_sequential_member_resumes_on_its_own_the_others_train_batched(train, tmp_path):
-    first = train("ensemble.members=1")  # finds the ensemble dir; member 1 finished
-    edir = first.run_dir
-    (edir / "member_03" / "checkpoints").mkdir(parents=True)
-    (edir / "member_03" / "checkpoints" / "last.ckpt").write_bytes(b"killed while writing")
-    result = train("ensemble.members=4")
-    assert result.returncode == 0
-    assert "training members [2, 4] batched" in result.stderr
-    assert "training member 3 (seed 3)" in result.stderr and "starting" in result.stderr
-    assert json.loads((edir / "metrics.json").read_text())["num_members"] == 4
-
-
 class Killed(BaseException):
     """A kill in the middle of a step (not an error any boundary catches)."""
 

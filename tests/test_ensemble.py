@@ -13,11 +13,11 @@ from sklearn.metrics import roc_auc_score
 
 from hightpr.checks import check_keys
 from hightpr.cli.ensemble import main as ensemble_main
-from hightpr.ensemble import aggregate, average_logits, member_dir, member_summary
+from hightpr.ensemble import aggregate, average_logits, member_summary
 from hightpr.errors import HightprError
 from hightpr.identity import ensemble_key
 from hightpr.metrics import binary_report
-from hightpr.runs import append_run, load_logits, save_logits, save_metrics
+from hightpr.runs import append_run, load_logits, member_dir, save_logits, save_metrics
 from hightpr.task import Task
 from hightpr.training import train_members
 from tests.conftest import CONF_PATH

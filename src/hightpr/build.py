@@ -26,7 +26,7 @@ from hightpr.errors import HightprError
 from hightpr.metrics.evaluators import TIE_BREAK, evaluator_for
 from hightpr.models import MODELS_BY_INPUT
 from hightpr.module import HighTPRModule
-from hightpr.runs import checkpoint_dir, last_checkpoint
+from hightpr.runs import BEST_FILENAME, checkpoint_dir, last_checkpoint
 from hightpr.task import Task
 
 log = logging.getLogger("hightpr")
@@ -195,7 +195,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
     logger = build(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
     plugins: list = [AtomicCheckpointIO()]
     callbacks = [
-        BestEpoch(dirpath=checkpoint_dir(run_dir), filename="best-epoch{epoch:03d}", monitor=f"val/{monitor}",
+        BestEpoch(dirpath=checkpoint_dir(run_dir), filename=BEST_FILENAME, monitor=f"val/{monitor}",
                   mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break=f"val/{TIE_BREAK}"),
         # last.ckpt once an epoch is complete (after its validation): a killed run resumes from it
         LastCheckpoint(last_checkpoint(run_dir)),

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -175,7 +176,7 @@ def keep_csv_log(trainer: pl.Trainer, resume_from: Path) -> None:
     logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
     if logger is None:
         return
-    path = Path(logger.log_dir) / "metrics.csv"
+    path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
     if not path.is_file():
         return
     with open(path, newline="") as handle:

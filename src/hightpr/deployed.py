@@ -10,7 +10,6 @@ then scored by the task's one rule (`Task.scores`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +19,17 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hightpr.build import build
-from hightpr.ensemble import average_logits, finished_members, is_finished, task_of_run
+from hightpr.ensemble import average_logits, task_of_run
 from hightpr.errors import HightprError
 from hightpr.metrics.thresholds import RULES
-from hightpr.runs import checkpoint_dir
+from hightpr.runs import (
+    checkpoint_dir,
+    config_path,
+    finished_members,
+    is_finished,
+    metrics_path,
+    read_metrics,
+)
 from hightpr.task import Task
 
 EXCHANGEABLE = ", if deployment images are exchangeable with the validation images"
@@ -105,7 +111,7 @@ def runs_of(path: Path) -> list[Path]:
 
 
 def run_config(run_dir: Path) -> DictConfig:
-    path = Path(run_dir) / "config_resolved.yaml"
+    path = config_path(run_dir)
     if not path.is_file():
         raise HightprError(f"{path} not found: the folder is not a run written by hightpr")
     return OmegaConf.load(path)
@@ -114,8 +120,7 @@ def run_config(run_dir: Path) -> DictConfig:
 def load_network(run_dir: Path, task: Task) -> torch.nn.Module:
     """The run's model with its best checkpoint's weights, in eval mode on the CPU."""
     cfg = run_config(run_dir)
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-    best = metrics.get("best_checkpoint")
+    best = read_metrics(run_dir).get("best_checkpoint")
     ckpt = checkpoint_dir(run_dir) / Path(best).name if best else None
     if ckpt is None or not ckpt.is_file():
         raise HightprError(f"{run_dir}: its best checkpoint {ckpt or '(none recorded)'} is missing; "
@@ -139,11 +144,10 @@ def deployed_threshold(path: Path, first_run: Path, tpr: float, override: float 
     rule, delta = str(settings.get("threshold_rule", "np")), settings.get("delta")
     if override is not None:
         return Threshold(float(override), rule, None, None, overridden=True)
-    metrics_path = Path(path) / "metrics.json"
-    points = json.loads(metrics_path.read_text()).get("operating_point") if metrics_path.is_file() else None
+    points = read_metrics(path).get("operating_point") if metrics_path(path).is_file() else None
     if not points:
-        raise HightprError(f"{metrics_path} records no operating point (an ensemble whose members do not "
-                           "share validation, or a multi-class run): pass --threshold (no promise)")
+        raise HightprError(f"{metrics_path(path)} records no operating point (an ensemble whose members do "
+                           "not share validation, or a multi-class run): pass --threshold (no promise)")
     point = points.get(f"{round(tpr * 100):d}tpr")
     if point is None:
         targets = ", ".join(f"{p['target_tpr']:g}" for p in points.values())

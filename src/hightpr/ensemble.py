@@ -13,7 +13,6 @@ so re-running the same command finds the members that already finished.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -26,31 +25,20 @@ from hightpr.errors import HightprError
 from hightpr.identity import ensemble_key
 from hightpr.metrics.evaluators import Evaluator, evaluator_for
 from hightpr.model_card import write_after_training
-from hightpr.runs import append_run, flatten, load_logits, save_logits, save_metrics
+from hightpr.runs import (  # an ensemble's layout is the run folder's (hightpr.runs)
+    MEMBER_PREFIX,
+    append_run,
+    config_path,
+    finished_members,
+    flatten,
+    load_logits,
+    logits_path,
+    metrics_path,
+    read_metrics,
+    save_logits,
+    save_metrics,
+)
 from hightpr.task import Task
-
-MEMBER_PREFIX = "member_"
-
-
-# -- layout --------------------------------------------------------------------------------------
-def member_dir(ensemble_dir: Path, member: int) -> Path:
-    return Path(ensemble_dir) / f"{MEMBER_PREFIX}{member:02d}"
-
-
-def is_finished(run_dir: Path) -> bool:
-    """A run finished when its metrics.json exists (written after both logits files)."""
-    run_dir = Path(run_dir)
-    return (run_dir / "metrics.json").is_file() and (run_dir / "logits_test.npz").is_file()
-
-
-def finished_members(ensemble_dir: Path) -> dict[int, Path]:
-    """{member index: run dir} of the finished members, in index order."""
-    found = {}
-    for path in Path(ensemble_dir).glob(f"{MEMBER_PREFIX}*"):
-        match = re.fullmatch(rf"{MEMBER_PREFIX}(\d+)", path.name)
-        if match and path.is_dir() and is_finished(path):
-            found[int(match.group(1))] = path
-    return dict(sorted(found.items()))
 
 
 def positive_int(value, name: str) -> int | None:
@@ -132,8 +120,8 @@ def member_summary(reports: Sequence[Mapping[str, float]]) -> tuple[dict[str, fl
 
 def task_of_run(run_dir: Path) -> Task:
     """The task a member trained on, as its metrics.json records it."""
-    metrics = Path(run_dir) / "metrics.json"
-    recorded = json.loads(metrics.read_text()).get("task") if metrics.is_file() else None
+    metrics = metrics_path(run_dir)
+    recorded = read_metrics(run_dir).get("task") if metrics.is_file() else None
     if not recorded:
         raise HightprError(f"{metrics} records no task (binary, or multi-class with its critical classes): "
                            "pass them, e.g. hightpr-ensemble DIR --critical 9, or re-run that member")
@@ -143,7 +131,7 @@ def task_of_run(run_dir: Path) -> Task:
 def evaluator_of_run(run_dir: Path) -> Evaluator:
     """The evaluator a member used: its task's, with the member's `evaluation` settings (binary)."""
     task = task_of_run(run_dir)
-    path = Path(run_dir) / "config_resolved.yaml"
+    path = config_path(run_dir)
     settings = OmegaConf.load(path).get("evaluation") if path.is_file() else None
     if not task.binary or settings is None:
         return evaluator_for(task)
@@ -157,7 +145,7 @@ def _with_scores(avg: dict[str, np.ndarray], evaluator: Evaluator) -> dict[str, 
 
 def seed_of(run_dir: Path) -> int | None:
     """A finished run's training seed, as its resolved config recorded it (None where unknown)."""
-    path = Path(run_dir) / "config_resolved.yaml"
+    path = config_path(run_dir)
     return OmegaConf.load(path).get("seed") if path.is_file() else None
 
 
@@ -173,11 +161,11 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
         raise HightprError(f"{ensemble_dir}: no finished member (member_XX/metrics.json); train members "
                            "with `python train.py ensemble.member=N ...` or `ensemble.members=10`")
     names = [p.name for p in members.values()]
-    member_metrics = [json.loads((p / "metrics.json").read_text()) for p in members.values()]
-    test = average_logits([load_logits(p / "logits_test.npz") for p in members.values()], names)
+    member_metrics = [read_metrics(p) for p in members.values()]
+    test = average_logits([load_logits(logits_path(p, "test")) for p in members.values()], names)
     evaluator = evaluator or evaluator_of_run(next(iter(members.values())))
     outputs = {"test": _with_scores(test, evaluator)}
-    val_files = [p / "logits_val.npz" for p in members.values()]
+    val_files = [logits_path(p, "val") for p in members.values()]
     if all(f.is_file() for f in val_files):
         vals = [load_logits(f) for f in val_files]
         if all(np.array_equal(np.sort(v["ids"]), np.sort(vals[0]["ids"])) for v in vals):
@@ -187,7 +175,7 @@ def aggregate(ensemble_dir: Path, evaluator: Evaluator | None = None) -> dict:
     for stage, out in outputs.items():
         save_logits(ensemble_dir, stage, out)
         metrics[stage] = evaluator(out["logits"], out["labels"])
-    stale = ensemble_dir / "logits_val.npz"
+    stale = logits_path(ensemble_dir, "val")
     if "val" not in outputs and stale.is_file():
         stale.unlink()
     ops = getattr(evaluator, "operating_points", None)

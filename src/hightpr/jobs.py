@@ -1,37 +1,110 @@
-"""Where a run trains and how it continues: its run dir, its share of the machine, its resume point.
+"""Where a run trains and how it starts and ends: its run dir, its share of the machine, its resume point.
 
-The one owner of the resume policy of both training paths: a finished run is not trained again
-(`resume=never` retrains it), a run killed in Lightning's loop continues from its `last.ckpt`, an
-ensemble's members killed in batched training continue batched, grouped by the epoch they reached
-(`hightpr.stacked.resume`); anything unreadable starts over with one warning. Also the owner of what
-a job asks a scheduler for (`slurm_request`) and of whether a grid point has anything left to do
-(`point_finished`), so that `hightpr.slurm` submits only what the run needs.
+The one start and the one end of a run, for both training paths (Lightning's loop, `train_run`, and
+the batched loop, `hightpr.stacked.trainer`): `run_start` takes the run dirs' locks, sets this job's
+threads, returns a finished run as it is (`resume=never` starts it over) and clears what an
+attempt that is started over left; `run_end` writes the outputs (`hightpr.runs.write_run`) and the
+model card. Also the one owner of the resume policy: a run killed in Lightning's loop continues
+from its `last.ckpt` (`resume_point`), an ensemble's members killed in batched training continue
+batched, grouped by the epoch they reached (`plan_members`); anything unreadable starts over with
+one warning. And of what a job asks a scheduler for (`slurm_request`) and of whether a grid point
+has anything left to do (`point_finished`), so that `hightpr.slurm` submits only what the run needs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.config import choices, hydra_setting
-from hightpr.ensemble import ensemble_dir_of, ensemble_requested, finished_members, is_finished, member_dir
+from hightpr.ensemble import ensemble_dir_of, ensemble_requested
 from hightpr.errors import HightprError
 from hightpr.identity import run_key
-from hightpr.runs import clear_outputs, describe_checkpoint, last_checkpoint
-from hightpr.stacked.resume import saved_epoch
+from hightpr.model_card import write_after_training
+from hightpr.runs import (
+    RunLock,
+    clear_outputs,
+    describe_checkpoint,
+    finished_members,
+    is_finished,
+    last_checkpoint,
+    member_dir,
+    read_metrics,
+    remove_unstarted,
+    saved_epoch,
+    write_run,
+)
 
 RESUME_MODES = ("auto", "never")  # resume=auto|never|<run dir>
 log = logging.getLogger("hightpr")
 
 
-def fresh_start(cfg: DictConfig) -> bool:
+def starts_over(cfg: DictConfig) -> bool:
     """`resume=never`: train again from scratch, whatever the run dir holds."""
     return str(cfg.get("resume") or "auto") == "never"
+
+
+@dataclass
+class Start:
+    """What `run_start` decided for its run dirs: those to train (`todo`), the finished ones returned
+    as they are (`finished`: run dir -> metrics), whether they start over, this job's GPU."""
+
+    todo: list[Path]
+    finished: dict[Path, dict] = field(default_factory=dict)
+    over: bool = False
+    gpu: int | None = None
+
+
+@contextmanager
+def run_start(cfg: DictConfig, run_dirs: Sequence[Path]) -> Iterator[Start]:
+    """The start of every run, both training paths: one process per run dir (`RunLock`, held until
+    the block ends), this job's threads (restored after), the finished runs left as they are, and
+    with `resume=never` every run dir cleared to start over. A run refused before it trained
+    (`HightprError`) leaves no folder (`remove_unstarted`)."""
+    import torch
+
+    run_dirs = [Path(d) for d in run_dirs]
+    over = starts_over(cfg)
+    threads, gpu = job_resources(cfg)
+    before = torch.get_num_threads()
+    try:
+        with ExitStack() as locks:
+            for run_dir in run_dirs:
+                locks.enter_context(RunLock(run_dir))
+            finished = {d: read_metrics(d) for d in run_dirs if not over and is_finished(d)}
+            for run_dir in finished:
+                log.info("already finished, not trained again: %s (resume=never retrains it)", run_dir)
+            todo = [d for d in run_dirs if d not in finished]
+            if over:
+                for run_dir in todo:
+                    clear_outputs(run_dir)
+            if threads:
+                torch.set_num_threads(threads)
+            try:
+                yield Start(todo, finished, over, gpu)
+            finally:
+                torch.set_num_threads(before)
+    except HightprError:
+        for run_dir in run_dirs:
+            remove_unstarted(run_dir, Path(str(cfg.paths.output_root)))
+        raise
+
+
+def run_end(cfg: DictConfig, run_dir: Path, evaluator, reports: Mapping[str, Mapping[str, float]],
+            outputs: Mapping[str, Mapping[str, np.ndarray]], facts: Mapping[str, object],
+            run_choices: Mapping[str, str]) -> dict:
+    """The end of every run, both training paths: its outputs (`hightpr.runs.write_run`: logits,
+    metrics.json, a runs.csv row), then its model card. Returns the metrics."""
+    metrics = write_run(cfg, run_dir, evaluator, reports, outputs, facts, run_choices)
+    write_after_training(run_dir)
+    return metrics
 
 
 def default_run_dir(cfg: DictConfig) -> Path:
@@ -136,7 +209,7 @@ def _cpus_and_memory(cfg: DictConfig, gpus: int, given: Mapping[str, int]) -> di
 def point_finished(cfg: DictConfig, run_dir: Path, run_choices: dict[str, str] | None = None) -> bool:
     """Whether a grid point has nothing left to train: its run finished (`run_dir`), or, for an
     ensemble, the member it asks for, or all members and their aggregate. `resume=never`: never."""
-    if fresh_start(cfg):
+    if starts_over(cfg):
         return False
     if str(cfg.get("resume") or "auto") not in RESUME_MODES:
         run_dir = Path(str(cfg.resume))
@@ -147,7 +220,7 @@ def point_finished(cfg: DictConfig, run_dir: Path, run_choices: dict[str, str] |
     if member is not None:
         return is_finished(member_dir(edir, int(member)))
     members = int(cfg.ensemble.members)
-    return (edir / "metrics.json").is_file() and len(finished_members(edir)) >= members
+    return is_finished(edir) and len(finished_members(edir)) >= members
 
 
 def worker_process() -> bool:
@@ -155,23 +228,24 @@ def worker_process() -> bool:
     return any(int(os.environ.get(var, "0") or 0) > 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def resume_point(run_dir: Path, fresh: bool, worker: bool = False) -> Path | None:
+def resume_point(run_dir: Path, over: bool = False, worker: bool = False) -> Path | None:
     """The checkpoint Lightning's loop continues from, or None to start (over) from scratch.
 
-    Starting over clears what an earlier attempt left, and says why when it had a checkpoint: one
-    the batched loop wrote (Lightning cannot continue its state) or one that is unreadable (killed
-    while writing it). A data-parallel worker follows rank 0's decision and touches nothing."""
+    Starting over (`over`: resume=never, else a checkpoint that cannot be continued) clears what an
+    earlier attempt left, and says why when it had a checkpoint: one the batched loop wrote
+    (Lightning cannot continue its state) or one that is unreadable (killed while writing it). A
+    data-parallel worker follows rank 0's decision and touches nothing."""
     last = last_checkpoint(run_dir)
     if worker:
-        return None if fresh or not last.is_file() else last
-    done = None if fresh or not last.is_file() else describe_checkpoint(last)
+        return None if over or not last.is_file() else last
+    done = None if over or not last.is_file() else describe_checkpoint(last)
     if done is not None and not done[1]:
         log.info("resuming %s from its last checkpoint (%s)", run_dir, done[0])
         return last
     if done is not None:
         log.warning("%s was written by batched training (ensemble.batched): a run trained on its own starts "
                     "%s over", last, run_dir)
-    elif last.is_file() and not fresh:
+    elif last.is_file() and not over:
         log.warning("%s is unreadable (killed while writing it?): starting %s over", last, run_dir)
     clear_outputs(run_dir)
     return None
@@ -186,19 +260,20 @@ class MemberPlan:
     one_by_one: list[int]
 
 
-def plan_members(member_dirs: dict[int, Path], batched: bool) -> MemberPlan:
-    """The resume policy of an ensemble's unfinished members (`member_dirs`: member -> run dir)."""
-    todo = [m for m, d in member_dirs.items() if not is_finished(d)]
+def plan_members(member_dirs: dict[int, Path], batched: bool, over: bool = False) -> MemberPlan:
+    """The resume policy of an ensemble's members (`member_dirs`: member -> run dir): the unfinished
+    ones, or all of them when they start over (`over`, `resume=never`)."""
+    todo = list(member_dirs) if over else [m for m, d in member_dirs.items() if not is_finished(d)]
     for m in (m for m in member_dirs if m not in todo):
         log.info("member %d already finished: %s", m, member_dirs[m])
     if not batched:
         return MemberPlan([], todo)
-    saved = {m: saved_epoch(member_dirs[m]) for m in todo}
+    saved = {m: None if over else saved_epoch(member_dirs[m]) for m in todo}
     groups = [[m for m in todo if saved[m] == epoch] for epoch in sorted({e for e in saved.values()
                                                                            if e is not None})]
     rest = [m for m in todo if saved[m] is None]
     # an interrupted one-by-one attempt resumes from its last checkpoint, on its own
-    alone = [m for m in rest if last_checkpoint(member_dirs[m]).is_file()]
+    alone = [m for m in rest if not over and last_checkpoint(member_dirs[m]).is_file()]
     fresh = [m for m in rest if m not in alone]
     if len(fresh) > 1:
         return MemberPlan([*groups, fresh], alone)

@@ -1,4 +1,12 @@
-"""What a finished run leaves behind: metrics.json, logits_*.npz, and a row in runs.csv."""
+"""A run folder: the one owner of its layout, and what a finished run leaves behind.
+
+Every file name of a run (or ensemble) folder is written here and nowhere else: `metrics.json`
+(written last: the mark of a finished run, `is_finished`), `logits_{val,test}.npz`,
+`config_resolved.yaml`, `csv/metrics.csv`, `model_card.md`, `run.lock` (`RunLock`), the
+checkpoints (`last_checkpoint`, `best_checkpoint`) and batched training's resume mark
+(`resume_mark`); an ensemble's `member_NN` folders (`member_dir`, `finished_members`). Other
+modules ask for the paths. `write_run` is the end of every run, both training paths.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -19,13 +28,134 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from hightpr.errors import HightprError
-from hightpr.model_card import CARD, write_after_training
 from hightpr.regularizers.activity import activity
 
+# -- the layout of a run folder ------------------------------------------------------------------
+METRICS = "metrics.json"
+CONFIG = "config_resolved.yaml"
+CARD = "model_card.md"
+SAMPLES = "samples.csv"  # dataset=images' record of its samples (hightpr.data.image_table.SAMPLES)
+LOCK = "run.lock"
+CSV_DIR = "csv"  # the csv logger's folder (conf/logger/csv.yaml: name: csv)
+CSV_LOG = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+BEST_STEM = "best-epoch"  # best-epoch007.ckpt: the best epoch's weights
+RESUME_MARK = "batched.json"  # beside last.ckpt: the loop epoch batched training goes on at
+MEMBER_PREFIX = "member_"
 
+
+def metrics_path(run_dir: Path) -> Path:
+    """`metrics.json` of a run or ensemble folder."""
+    return Path(run_dir) / METRICS
+
+
+def logits_path(run_dir: Path, stage: str) -> Path:
+    """`logits_{stage}.npz` (stage val or test) of a run or ensemble folder."""
+    return Path(run_dir) / f"logits_{stage}.npz"
+
+
+def config_path(run_dir: Path) -> Path:
+    """`config_resolved.yaml`: the run's configuration, resolved, as it trained."""
+    return Path(run_dir) / CONFIG
+
+
+def card_path(run_dir: Path) -> Path:
+    """`model_card.md` of a finished run or ensemble folder."""
+    return Path(run_dir) / CARD
+
+
+def samples_path(run_dir: Path) -> Path:
+    """`samples.csv`: dataset=images' record of the run's samples."""
+    return Path(run_dir) / SAMPLES
+
+
+def lock_path(run_dir: Path) -> Path:
+    """`run.lock`: the `flock` of the process training the run (`RunLock`)."""
+    return Path(run_dir) / LOCK
+
+
+def csv_log_path(run_dir: Path) -> Path:
+    """`csv/metrics.csv`: the per-epoch log of both training paths."""
+    return Path(run_dir) / CSV_DIR / CSV_LOG
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """`<run dir>/checkpoints`: the best epoch's checkpoint and `last.ckpt`."""
+    return Path(run_dir) / CHECKPOINTS
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """`checkpoints/last.ckpt`: the state a killed run resumes from (both training paths write it)."""
+    return checkpoint_dir(run_dir) / LAST
+
+
+BEST_FILENAME = BEST_STEM + "{epoch:03d}"  # Lightning's ModelCheckpoint filename pattern
+
+
+def best_checkpoint(run_dir: Path, epoch: int) -> Path:
+    """`checkpoints/best-epochNNN.ckpt`: the weights of the best epoch (0-based `epoch`)."""
+    return checkpoint_dir(run_dir) / f"{BEST_STEM}{epoch:03d}.ckpt"
+
+
+def resume_mark_path(run_dir: Path) -> Path:
+    """`checkpoints/batched.json`: the loop epoch an interrupted batched member goes on at."""
+    return checkpoint_dir(run_dir) / RESUME_MARK
+
+
+def resume_mark(run_dir: Path) -> dict | None:
+    """{next_epoch, epochs} of an interrupted batched member (its mark and `last.ckpt` both there),
+    or None: no batched state to resume."""
+    mark = resume_mark_path(run_dir)
+    if not (mark.is_file() and last_checkpoint(run_dir).is_file()):
+        return None
+    try:
+        found = json.loads(mark.read_text())
+        return {"next_epoch": int(found["next_epoch"]), "epochs": int(found["epochs"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def saved_epoch(run_dir: Path) -> int | None:
+    """The loop epoch an interrupted batched member resumes at (None: no batched state there)."""
+    found = resume_mark(run_dir)
+    return None if found is None else found["next_epoch"]
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run (or an aggregated ensemble) finished when its metrics.json, written last, and its test
+    logits are there: the one definition of finished."""
+    return metrics_path(run_dir).is_file() and logits_path(run_dir, "test").is_file()
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The `metrics.json` of a finished run or ensemble; an unreadable one is one clear error."""
+    path = metrics_path(run_dir)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise HightprError(f"{path}: not readable ({err}); re-run that run") from err
+
+
+def member_dir(ensemble_dir: Path, member: int) -> Path:
+    """`member_NN`: the run dir of member `member` of an ensemble."""
+    return Path(ensemble_dir) / f"{MEMBER_PREFIX}{member:02d}"
+
+
+def finished_members(ensemble_dir: Path) -> dict[int, Path]:
+    """{member index: run dir} of an ensemble's finished members, in index order."""
+    found = {}
+    for path in Path(ensemble_dir).glob(f"{MEMBER_PREFIX}*"):
+        match = re.fullmatch(rf"{MEMBER_PREFIX}(\d+)", path.name)
+        if match and path.is_dir() and is_finished(path):
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+# -- what a run writes ---------------------------------------------------------------------------
 def save_logits(run_dir: Path, stage: str, outputs: Mapping[str, np.ndarray]) -> Path:
     """`logits_{stage}.npz`: scores (the ranked scalar), labels, sample ids, raw logits [N, K]."""
-    path = Path(run_dir) / f"logits_{stage}.npz"
+    path = logits_path(run_dir, stage)
     np.savez_compressed(path, **{k: outputs[k] for k in ("scores", "labels", "ids", "logits")})
     return path
 
@@ -51,7 +181,7 @@ def write_json(path: Path, content: Mapping) -> Path:
 def save_run_config(cfg: DictConfig, run_dir: Path, datamodule) -> None:
     """`config_resolved.yaml`, and what the data records of itself where it does (`record(run_dir)`:
     dataset=images' samples.csv). Written when a run starts, by both training paths."""
-    OmegaConf.save(cfg, Path(run_dir) / "config_resolved.yaml", resolve=True)
+    OmegaConf.save(cfg, config_path(run_dir), resolve=True)
     record = getattr(datamodule, "record", None)
     if record is not None:
         record(Path(run_dir))
@@ -63,11 +193,11 @@ def save_metrics(run_dir: Path, metrics: Mapping) -> Path:
     A run with a regulariser also records how active it was (`regularizer_activity`: its term
     against the base loss, from the run's csv log; `hightpr.regularizers.activity`).
     """
-    end_csv_log(Path(run_dir) / "csv" / "metrics.csv", metrics.get("epochs_trained"))
-    found = activity(Path(run_dir) / "csv" / "metrics.csv")
+    end_csv_log(csv_log_path(run_dir), metrics.get("epochs_trained"))
+    found = activity(csv_log_path(run_dir))
     if found is not None and "regularizer_activity" not in metrics:
         metrics = {**metrics, "regularizer_activity": found}
-    return write_json(Path(run_dir) / "metrics.json", metrics)
+    return write_json(metrics_path(run_dir), metrics)
 
 
 def end_csv_log(path: Path, epochs_trained: int | None) -> None:
@@ -109,7 +239,7 @@ def remove_unstarted(run_dir: Path, output_root: Path | None = None) -> bool:
     import shutil
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or any((run_dir / name).exists() for name in ("checkpoints", "metrics.json")):
+    if not run_dir.is_dir() or any(p.exists() for p in (checkpoint_dir(run_dir), metrics_path(run_dir))):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     stop = Path(output_root).absolute() if output_root is not None else None
@@ -185,12 +315,21 @@ def runs_row(cfg: DictConfig, run_dir: Path, reports: Mapping[str, Mapping], cho
     return row
 
 
+def run_facts(epochs_trained: int, global_step: int, best_checkpoint: Path | str | None, datamodule,
+              task) -> dict[str, object]:
+    """What `metrics.json` records of how a run trained, beside its reports: both training paths."""
+    return {"epochs_trained": int(epochs_trained), "global_step": int(global_step),
+            "best_checkpoint": str(best_checkpoint) if best_checkpoint else None,
+            "data": datamodule.summary(), "task": task.to_dict()}
+
+
 def write_run(cfg: DictConfig, run_dir: Path, evaluator, reports: Mapping[str, Mapping[str, float]],
               outputs: Mapping[str, Mapping[str, np.ndarray]], facts: Mapping[str, object],
               choices: Mapping[str, str]) -> dict:
-    """The end of every run, Lightning's and the batched loop's: `logits_{val,test}.npz`, `metrics.json`
-    (the reports, `facts` such as epochs_trained and best_checkpoint, the deployed operating points
-    of a binary evaluator), `model_card.md` and the run's row of runs.csv. Returns the metrics."""
+    """The files every run ends with, Lightning's and the batched loop's: `logits_{val,test}.npz`,
+    `metrics.json` (the reports, `facts` of `run_facts`, the deployed operating points of a binary
+    evaluator) and the run's row of runs.csv (`hightpr.jobs.run_end` adds the model card). Returns
+    the metrics."""
     metrics = {"val": reports["val"], "test": reports["test"], **facts}
     operating_points = getattr(evaluator, "operating_points", None)  # threshold on val, rates on test
     if operating_points is not None:
@@ -198,7 +337,6 @@ def write_run(cfg: DictConfig, run_dir: Path, evaluator, reports: Mapping[str, M
     for stage in ("val", "test"):
         save_logits(run_dir, stage, outputs[stage])
     save_metrics(run_dir, metrics)
-    write_after_training(run_dir)
     log = logging.getLogger("hightpr")
     debug = debug_run(cfg)
     if debug == "fast_dev_run":  # a smoke test of the wiring: no result, no row in the results table
@@ -222,7 +360,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path, poll_s: float = 5.0) -> None:
-        self.path = Path(run_dir) / "run.lock"
+        self.path = lock_path(run_dir)
         self.poll_s = poll_s
         self._handle = None
 
@@ -268,29 +406,16 @@ class RunLock:
         self.release()
 
 
-def checkpoint_dir(run_dir: Path) -> Path:
-    """`<run dir>/checkpoints`: the best epoch's checkpoint and `last.ckpt`."""
-    return Path(run_dir) / "checkpoints"
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """`checkpoints/last.ckpt`: the state a killed run resumes from (both training paths write it)."""
-    return checkpoint_dir(run_dir) / "last.ckpt"
-
-
-OUTPUTS = ("metrics.json", "logits_val.npz", "logits_test.npz", "config_resolved.yaml", "samples.csv", CARD)
-OUTPUT_DIRS = ("checkpoints", "csv")
-
-
 def clear_outputs(run_dir: Path) -> None:
     """Remove what an earlier, unfinished or discarded attempt left in a run dir (not Hydra's files)."""
     import shutil
 
-    run_dir = Path(run_dir)
-    for name in OUTPUTS:
-        (run_dir / name).unlink(missing_ok=True)
-    for name in OUTPUT_DIRS:
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+    outputs = (metrics_path, lambda d: logits_path(d, "val"), lambda d: logits_path(d, "test"), config_path,
+               samples_path, card_path)
+    for path in outputs:
+        path(run_dir).unlink(missing_ok=True)
+    for folder in (checkpoint_dir(run_dir), csv_log_path(run_dir).parent):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def describe_checkpoint(path: Path) -> tuple[str, bool] | None:

@@ -186,14 +186,12 @@ def describe_request(params: dict[str, Any]) -> str:
 
 def _finished_return(overrides: Sequence[str], run_dir: Path) -> JobReturn:
     """The result of a point that was not submitted: its validation objective, read back."""
-    import json
-
     from hightpr.metrics.evaluators import monitor_value
+    from hightpr.runs import metrics_path, read_metrics
 
     value = None
-    metrics = Path(run_dir) / "metrics.json"
-    if metrics.is_file():
-        found = monitor_value(json.loads(metrics.read_text()).get("val"))
+    if metrics_path(run_dir).is_file():
+        found = monitor_value(read_metrics(run_dir).get("val"))
         value = None if found is None else found[1]
     ret = JobReturn(overrides=list(overrides), working_dir=str(run_dir), status=JobStatus.COMPLETED)
     ret.return_value = value

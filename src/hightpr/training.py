@@ -2,21 +2,20 @@
 
 `train(cfg)` is what `python train.py` runs: an ensemble when `ensemble.members` / `ensemble.member`
 asks for one, else one run. `train_run` trains one model in Lightning's loop, keeps the best
-epoch on the validation monitor, tests it and writes its run dir (`hightpr.runs.write_run`, the
-ending the batched loop shares). `train_members` trains an ensemble's unfinished members, batched
-(`hightpr.stacked`) or one by one, as `hightpr.jobs.plan_members` decides, then aggregates them.
-The wiring is `hightpr.build`; run dirs and resuming are `hightpr.jobs`.
+epoch on the validation monitor, tests it and writes its run dir; it starts and ends as the
+batched loop does (`hightpr.jobs.run_start`, `run_end`). `train_members` trains an ensemble's
+unfinished members, batched (`hightpr.stacked`) or one by one, as `hightpr.jobs.plan_members`
+decides, then aggregates them.
+The wiring is `hightpr.build`; run dirs, starts, ends and resuming are `hightpr.jobs`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -28,23 +27,21 @@ from hightpr.ensemble import (
     ensemble_dir_of,
     ensemble_requested,
     finish_ensemble,
-    is_finished,
     member_config,
-    member_dir,
     positive_int,
     summary_text,
 )
-from hightpr.errors import HightprError
 from hightpr.jobs import (
     default_run_dir,
-    fresh_start,
-    job_resources,
     plan_members,
     resume_point,
+    run_end,
+    run_start,
+    starts_over,
     worker_process,
 )
 from hightpr.metrics.evaluators import monitor_value
-from hightpr.runs import RunLock, remove_unstarted, save_run_config, write_run
+from hightpr.runs import member_dir, run_facts, save_run_config
 
 log = logging.getLogger("hightpr")
 RunFn = Callable[[DictConfig, Path], dict]
@@ -67,34 +64,16 @@ def train_run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """
     check_keys(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    fresh = fresh_start(cfg)
     if worker_process():  # a data-parallel worker started by rank 0, which holds the lock
-        return _fit_and_test(cfg, run_dir, resume_point(run_dir, fresh, worker=True))
+        return _fit_and_test(cfg, run_dir, resume_point(run_dir, starts_over(cfg), worker=True))
     check_machine(cfg, run_dir)
-    try:
-        with RunLock(run_dir):
-            if is_finished(run_dir) and not fresh:
-                log.info("already finished, not trained again: %s (resume=never retrains it)", run_dir)
-                return json.loads((run_dir / "metrics.json").read_text())
-            return _with_resources(cfg, run_dir, resume_point(run_dir, fresh))
-    except HightprError:
-        remove_unstarted(run_dir, Path(str(cfg.paths.output_root)))  # a refused run leaves no folder
-        raise
-
-
-def _with_resources(cfg: DictConfig, run_dir: Path, resume_from: Path | None) -> dict:
-    """`_fit_and_test` with this job's share of the machine (threads, a GPU of the local launcher)."""
-    threads = torch.get_num_threads()
-    budget, gpu = job_resources(cfg)
-    if budget:
-        torch.set_num_threads(budget)
-    if gpu is not None:
-        cfg = OmegaConf.merge(cfg, {"trainer": {"devices": [gpu]}})
-        log.info("local job %s: GPU %d", hydra_setting("job.num"), gpu)
-    try:
-        return _fit_and_test(cfg, run_dir, resume_from)
-    finally:
-        torch.set_num_threads(threads)
+    with run_start(cfg, [run_dir]) as start:
+        if run_dir in start.finished:
+            return start.finished[run_dir]
+        if start.gpu is not None:
+            cfg = OmegaConf.merge(cfg, {"trainer": {"devices": [start.gpu]}})
+            log.info("local job %s: GPU %d", hydra_setting("job.num"), start.gpu)
+        return _fit_and_test(cfg, run_dir, resume_point(run_dir, start.over))
 
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict:
@@ -119,12 +98,10 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
 
-    facts_of_run = {"epochs_trained": trainer.current_epoch, "global_step": trainer.global_step,
-                    "best_checkpoint": best, "data": datamodule.summary(), "task": facts.task.to_dict()}
+    facts_of_run = run_facts(trainer.current_epoch, trainer.global_step, best, datamodule, facts.task)
     if not trainer.is_global_zero:  # data-parallel: one process (rank 0) writes the outputs
         return {**module.reports, **facts_of_run}
-    metrics = write_run(cfg, run_dir, module.evaluator, module.reports, module.outputs, facts_of_run,
-                        choices())
+    metrics = run_end(cfg, run_dir, module.evaluator, module.reports, module.outputs, facts_of_run, choices())
     log.info("outputs in %s", run_dir)
     return metrics
 
@@ -154,7 +131,7 @@ def train_members(cfg: DictConfig, *, batched: bool, run_fn: RunFn = train_run) 
     edir = ensemble_dir_of(cfg, choices())
     edir.mkdir(parents=True, exist_ok=True)
     wanted = [member] if member is not None else list(range(1, members + 1))
-    plan = plan_members({m: member_dir(edir, m) for m in wanted}, batched)
+    plan = plan_members({m: member_dir(edir, m) for m in wanted}, batched, starts_over(cfg))
     one_by_one = list(plan.one_by_one)
     for group in plan.batched:
         one_by_one += _train_batched(cfg, edir, group)
@@ -172,7 +149,8 @@ def train_members(cfg: DictConfig, *, batched: bool, run_fn: RunFn = train_run) 
 
 def _train_batched(cfg: DictConfig, edir: Path, group: list[int]) -> list[int]:
     """Train the members `group` together; returns those left to train one by one (all of them, with
-    one log line saying why, when the configuration is not supported batched)."""
+    one log line saying why, when the configuration is not supported batched: each run's own start
+    then decides whether it trains)."""
     from hightpr.stacked.layers import NotStackable
     from hightpr.stacked.trainer import train_batched
 
@@ -181,7 +159,7 @@ def _train_batched(cfg: DictConfig, edir: Path, group: list[int]) -> list[int]:
                       choices())
     except NotStackable as why:
         log.info("ensemble.batched: %s; training the members one after another", why)
-        return [m for m in group if not is_finished(member_dir(edir, m))]
+        return list(group)
     return []
 
 

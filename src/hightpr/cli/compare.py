@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hightpr.ensemble import finished_members, seed_of
+from hightpr.ensemble import seed_of
 from hightpr.errors import HightprError, command
 from hightpr.help import HelpFormatter
 from hightpr.metrics import comparison
 from hightpr.metrics.bootstrap import default_metrics, paired_bootstrap
 from hightpr.metrics.delong import delong_covariance, delong_test
-from hightpr.runs import load_logits
+from hightpr.runs import finished_members, load_logits, logits_path
 
 
 def run_label(path: Path) -> str:
@@ -39,7 +39,7 @@ def run_label(path: Path) -> str:
 def load_run(path: Path, stage: str = "test") -> dict[str, np.ndarray]:
     """Scores, labels and ids of a run (dir or npz file), sorted by sample id."""
     path = Path(path)
-    file = path if path.suffix == ".npz" else path / f"logits_{stage}.npz"
+    file = path if path.suffix == ".npz" else logits_path(path, stage)
     if not file.is_file():
         hint = " (an ensemble writes it when aggregated: hightpr-ensemble DIR)" if path.is_dir() else ""
         raise HightprError(f"{file}: not found; give a finished run or ensemble dir{hint}")

@@ -20,12 +20,12 @@ from hightpr.help import HelpFormatter
 from hightpr.metrics.operating_point import rates_at_threshold, threshold_at_tpr
 from hightpr.metrics.roc import fpr_at_tpr
 from hightpr.metrics.thresholds import DEFAULT_RULE, RULES, check_rule, describe
-from hightpr.runs import load_logits
+from hightpr.runs import load_logits, logits_path
 
 
 def load_split(run_dir: Path, stage: str) -> dict[str, np.ndarray]:
     """Scores and binary labels of one split; a clear error for what a binary run never writes."""
-    file = run_dir / f"logits_{stage}.npz"
+    file = logits_path(run_dir, stage)
     if not file.is_file():
         hint = " (an ensemble writes it only when its members share the validation set)" \
             if stage == "val" else ""

@@ -3,30 +3,27 @@
 Each member's `checkpoints/last.ckpt` is a Lightning-format checkpoint (weights, optimizer and
 schedules) that also carries what the batched loop needs to go on exactly as if uninterrupted:
 the best epoch and its weights, early stopping, the epoch logs and the member's random streams.
-`checkpoints/batched.json` beside it (written after it, and again at every later write of the
-ensemble's states) says at which epoch the loop goes on, so the same command finds and resumes
-every member together without loading weights. States are written at most every
+`checkpoints/batched.json` beside it (`hightpr.runs.resume_mark`; written after it, and again at
+every later write of the ensemble's states) says at which epoch the loop goes on, so the same
+command finds and resumes every member together without loading weights. States are written at most every
 `ensemble.checkpoint_every_s` seconds (0: every epoch); a kill loses at most that."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
-from hightpr.runs import checkpoint_dir, last_checkpoint, write_json
+from hightpr.runs import last_checkpoint, resume_mark, resume_mark_path, write_json
 from hightpr.stacked.outputs import clone_state, save_checkpoint
 from hightpr.stacked.selection import BestSoFar, Patience
 from hightpr.stacked.state import MemberState
 from hightpr.stacked.streams import MemberStreams
 
-MARK = "batched.json"
-
 
 def _paths(run_dir: Path) -> tuple[Path, Path]:
-    return last_checkpoint(run_dir), checkpoint_dir(run_dir) / MARK
+    return last_checkpoint(run_dir), resume_mark_path(run_dir)
 
 
 def _finite(value: float) -> float | str:
@@ -50,28 +47,11 @@ def save_state(mb: MemberState, next_epoch: int, streams: MemberStreams, checkpo
                       "best_epoch": mb.best.epoch, "best_value": _finite(mb.best.value)})
 
 
-def _mark(run_dir: Path) -> dict | None:
-    last, mark = _paths(run_dir)
-    if not (mark.is_file() and last.is_file()):
-        return None
-    try:
-        found = json.loads(mark.read_text())
-        return {"next_epoch": int(found["next_epoch"]), "epochs": int(found["epochs"])}
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def saved_epoch(run_dir: Path) -> int | None:
-    """The loop epoch an interrupted batched member resumes at (None: no batched state there)."""
-    found = _mark(run_dir)
-    return None if found is None else found["next_epoch"]
-
-
 def restore(mb: MemberState, streams: MemberStreams) -> int | None:
     """Load member `mb`'s saved state into it; the loop's next epoch, or None when the checkpoint is
     unreadable or not the one its mark names (killed while writing: the caller starts over)."""
     last, _ = _paths(mb.run_dir)
-    mark = _mark(mb.run_dir)
+    mark = resume_mark(mb.run_dir)
     try:
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         state = ckpt["hightpr"]["resume"]

@@ -29,18 +29,25 @@ from omegaconf import DictConfig
 
 from hightpr.build import build_datamodule, build_module, sample_input
 from hightpr.checks import check_keys
-from hightpr.ensemble import is_finished
 from hightpr.errors import HightprError
-from hightpr.jobs import job_resources
+from hightpr.jobs import job_resources, run_end, run_start
 from hightpr.metrics.evaluators import TIE_BREAK
 from hightpr.module import split_report
 from hightpr.regularizers.activity import reg_ratio
-from hightpr.runs import RunLock, checkpoint_dir, clear_outputs, last_checkpoint, save_run_config, write_run
+from hightpr.runs import (
+    best_checkpoint,
+    clear_outputs,
+    csv_log_path,
+    last_checkpoint,
+    run_facts,
+    save_run_config,
+    saved_epoch,
+)
 from hightpr.stacked.data import MemberData
 from hightpr.stacked.forward import OwnModels, make_forward
 from hightpr.stacked.layers import NotStackable
 from hightpr.stacked.outputs import clone_state, log_row, save_checkpoint, write_csv_log
-from hightpr.stacked.resume import clear_state, restore, save_state, saved_epoch
+from hightpr.stacked.resume import clear_state, restore, save_state
 from hightpr.stacked.selection import Patience, f32
 from hightpr.stacked.settings import Settings, settings_of
 from hightpr.stacked.state import MemberState
@@ -254,13 +261,12 @@ def _evaluate_best(members: list[MemberState], data: MemberData, settings: Setti
     best_paths = []
     for mb in members:
         _sync_counters(mb)
-        ckpt_dir = checkpoint_dir(mb.run_dir)
         if mb.epochs:  # as the sequential run: written at the end of each epoch (here: the last one)
             save_checkpoint(last_checkpoint(mb.run_dir), clone_state(mb.module), mb.epochs - 1,
                             mb.global_step, mb.optimizer, mb.schedulers)
         path = None
         if mb.best.epoch is not None:
-            path = (ckpt_dir / f"best-epoch{mb.best.epoch:03d}.ckpt").resolve()
+            path = best_checkpoint(mb.run_dir, mb.best.epoch).resolve()
             save_checkpoint(path, mb.best.state, mb.best.epoch, mb.best.global_step)
             mb.module.load_state_dict(mb.best.state)
         best_paths.append(path)
@@ -281,23 +287,19 @@ def _write_member(mb: MemberState, best_path: Path | None, val: tuple[dict, dict
     if settings.csv_log:
         mb.rows += [log_row(mb.epochs, mb.global_step, {f"{s}/{k}": v for k, v in reports[s].items()})
                     for s in ("val", "test")]
-        write_csv_log(mb.run_dir / "csv" / "metrics.csv", mb.rows)
-    facts = {"epochs_trained": mb.epochs, "global_step": mb.global_step,
-             "best_checkpoint": str(best_path) if best_path else None, "data": mb.datamodule.summary(),
-             "task": mb.facts.task.to_dict()}
+        write_csv_log(csv_log_path(mb.run_dir), mb.rows)
+    facts = run_facts(mb.epochs, mb.global_step, best_path, mb.datamodule, mb.facts.task)
     outputs = {"val": val[1], "test": test[1]}
-    return write_run(mb.cfg, mb.run_dir, mb.module.evaluator, reports, outputs, facts, dict(choices))
+    return run_end(mb.cfg, mb.run_dir, mb.module.evaluator, reports, outputs, facts, dict(choices))
 
 
 # -- the entry point ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def _backend(settings: Settings, threads: int | None) -> Iterator[None]:
-    """Threads, determinism and cuDNN autotuning for the run; restored afterwards."""
-    old_threads, old_bench = torch.get_num_threads(), torch.backends.cudnn.benchmark
+def _backend(settings: Settings) -> Iterator[None]:
+    """Determinism and cuDNN autotuning for the run (threads: `hightpr.jobs.run_start`); restored after."""
+    old_bench = torch.backends.cudnn.benchmark
     old_det, old_warn = torch.are_deterministic_algorithms_enabled(), \
         torch.is_deterministic_algorithms_warn_only_enabled()
-    if threads:
-        torch.set_num_threads(threads)
     if settings.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=settings.deterministic == "warn")
     elif settings.device.type == "cuda":
@@ -305,7 +307,6 @@ def _backend(settings: Settings, threads: int | None) -> Iterator[None]:
     try:
         yield
     finally:
-        torch.set_num_threads(old_threads)
         torch.backends.cudnn.benchmark = old_bench
         torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
 
@@ -318,19 +319,16 @@ def train_batched(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path],
     training does not reproduce (the caller then trains the members one after another).
     """
     choices = choices or {}
-    threads, gpu = job_resources(cfgs[0])
-    settings = settings_of(cfgs[0], gpu)
-    with contextlib.ExitStack() as locks:
-        for run_dir in run_dirs:
-            locks.enter_context(RunLock(Path(run_dir)))
-        todo = [(c, Path(d)) for c, d in zip(cfgs, run_dirs, strict=True) if not is_finished(Path(d))]
+    settings = settings_of(cfgs[0], job_resources(cfgs[0])[1])
+    with run_start(cfgs[0], run_dirs) as start:  # the members' locks, threads, finished or starting over
+        todo = [(c, Path(d)) for c, d in zip(cfgs, run_dirs, strict=True) if Path(d) in start.todo]
         epochs = {saved_epoch(d) for _, d in todo}
         if len(epochs) > 1:
             raise ValueError(f"members saved at different epochs ({sorted(map(str, epochs))}): resume them "
                              "apart (hightpr.jobs.plan_members groups them)")
         if len(todo) < 2 and epochs == {None}:
             raise NotStackable("fewer than two members left to train")
-        with _backend(settings, threads):
+        with _backend(settings):
             try:
                 return _train_members(todo, settings, choices)
             except _StartOver:
