@@ -100,3 +100,77 @@ def test_last_ckpt_holds_the_best_epoch_of_its_own_epoch(tmp_path):
     assert last["epoch"] == 2
     assert (Path(state["best_model_path"]).name, state["best_tie_value"]) == ("best-epoch002.ckpt",
                                                                              pytest.approx(0.3))
+
+
+# -- the callbacks config group --------------------------------------------------------------------
+def test_the_default_callbacks_are_the_protocols_own_given_the_runs_settings(tmp_path):
+    from hightpr.build import build_callbacks
+    from hightpr.callbacks import Interrupt, RNGState
+    from hightpr.config import compose_config
+    from hightpr.runs import checkpoint_dir, last_checkpoint
+
+    cfg = compose_config(["trainer.patience=7"])
+    callbacks = build_callbacks(cfg, tmp_path, monitor="auc")
+    assert [type(c) for c in callbacks] == [BestEpoch, LastCheckpoint, RNGState, Interrupt,
+                                            pl.callbacks.EarlyStopping]
+    best, last, early = callbacks[0], callbacks[1], callbacks[4]
+    assert Path(best.dirpath) == checkpoint_dir(tmp_path) and best.monitor == "val/auc"
+    assert last.path == last_checkpoint(tmp_path)
+    assert early.monitor == "val/auc" and early.patience == 7
+
+
+def test_a_callback_added_on_the_command_line_is_built_after_the_protocols(tmp_path):
+    from hightpr.build import build_callbacks
+    from hightpr.checks import check_keys
+    from hightpr.config import compose_config
+
+    cfg = compose_config(["+callbacks.lr_monitor._target_=pytorch_lightning.callbacks.LearningRateMonitor",
+                          "+callbacks.lr_monitor.logging_interval=epoch", "~callbacks.early_stopping"])
+    check_keys(cfg)
+    callbacks = build_callbacks(cfg, tmp_path)
+    assert isinstance(callbacks[-1], pl.callbacks.LearningRateMonitor)
+    assert callbacks[-1].logging_interval == "epoch"
+    assert not any(isinstance(c, pl.callbacks.EarlyStopping) for c in callbacks)
+
+
+@pytest.mark.parametrize(("override", "said"), [
+    ("+callbacks.lr_monitor.logging_interval=epoch", "callbacks.lr_monitor: a callback is a node with a "),
+    ("+callbacks.early_stopping.patiense=3", "callbacks.early_stopping.patiense: no component reads"),
+])
+def test_a_callback_without_a_target_or_with_an_unread_key_is_refused(override, said):
+    from hightpr.checks import check_keys
+    from hightpr.config import compose_config
+    from hightpr.errors import HightprError
+
+    with pytest.raises(HightprError, match=said):
+        check_keys(compose_config([override]))
+
+
+def test_the_default_callbacks_leave_run_keys_alone_and_others_make_a_run_of_their_own():
+    from omegaconf import open_dict
+
+    from hightpr.config import compose_config
+    from hightpr.identity import run_key
+    from hightpr.stacked.layers import NotStackable
+    from hightpr.stacked.settings import settings_of
+
+    plain, same = compose_config([]), compose_config(["callbacks=default"])
+    added = compose_config(["+callbacks.lr_monitor._target_=pytorch_lightning.callbacks.LearningRateMonitor"])
+    without = compose_config([])
+    with open_dict(without):
+        del without["callbacks"]  # the configuration before the group existed: the same folder
+    assert run_key(plain) == run_key(same) == run_key(without) != run_key(added)
+    settings_of(plain)
+    with pytest.raises(NotStackable, match="callbacks"):
+        settings_of(added)
+
+
+def test_a_learning_rate_monitor_logs_the_learning_rate_in_the_csv_log(train):
+    result = train("+callbacks.lr_monitor._target_=pytorch_lightning.callbacks.LearningRateMonitor")
+    assert result.returncode == 0, result.stderr[-2000:]
+    import pandas as pd
+
+    from hightpr.runs import csv_log_path
+
+    log = pd.read_csv(csv_log_path(result.run_dir))
+    assert log["lr-Adam"].dropna().tolist() == [0.001] * 2  # at the start of each of the 2 epochs

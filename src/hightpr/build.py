@@ -20,7 +20,7 @@ from hydra.utils import get_class, get_object, instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from hightpr.callbacks import AtomicCheckpointIO, BestEpoch, Interrupt, LastCheckpoint, RNGState
+from hightpr.callbacks import AtomicCheckpointIO, BestEpoch, LastCheckpoint
 from hightpr.checks import TRAINER_OWN, config_errors
 from hightpr.errors import HightprError
 from hightpr.metrics.evaluators import TIE_BREAK, evaluator_for
@@ -184,6 +184,31 @@ def build_module(cfg: DictConfig, datamodule, facts: DataFacts,
     return module
 
 
+def _run_arguments(cls: type, run_dir: Path, monitor: str, patience: int) -> dict:
+    """What the protocol's own callbacks take from the run (`conf/callbacks/default.yaml`)."""
+    if issubclass(cls, BestEpoch):
+        return {"dirpath": checkpoint_dir(run_dir), "filename": BEST_FILENAME, "monitor": f"val/{monitor}",
+                "mode": "max", "save_top_k": 1, "auto_insert_metric_name": False,
+                "tie_break": f"val/{TIE_BREAK}"}
+    if issubclass(cls, LastCheckpoint):  # once an epoch is complete (after its validation)
+        return {"path": last_checkpoint(run_dir)}
+    if issubclass(cls, pl.callbacks.EarlyStopping):
+        return {"monitor": f"val/{monitor}", "mode": "max", "patience": patience}
+    return {}
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> list[pl.Callback]:
+    """The `callbacks` group, in its order: each a `_target_`, the protocol's own given the run's
+    checkpoint folder, validation monitor and `trainer.patience`."""
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        with config_errors(f"callbacks.{name}"):
+            cls = get_class(str(node._target_))
+        kwargs = _run_arguments(cls, run_dir, monitor, int(cfg.trainer.patience))
+        callbacks.append(build(node, f"callbacks.{name}", **kwargs))
+    return callbacks
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Trainer:
     """Lightning Trainer from `cfg.trainer` (Lightning's own argument names) and `cfg.logger`."""
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -194,15 +219,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
             raise HightprError(f"logger={cls} needs {package}: pip install 'hightpr[{package}]'")
     logger = build(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
     plugins: list = [AtomicCheckpointIO()]
-    callbacks = [
-        BestEpoch(dirpath=checkpoint_dir(run_dir), filename=BEST_FILENAME, monitor=f"val/{monitor}",
-                  mode="max", save_top_k=1, auto_insert_metric_name=False, tie_break=f"val/{TIE_BREAK}"),
-        # last.ckpt once an epoch is complete (after its validation): a killed run resumes from it
-        LastCheckpoint(last_checkpoint(run_dir)),
-        RNGState(),
-        Interrupt(),
-        pl.callbacks.EarlyStopping(monitor=f"val/{monitor}", mode="max", patience=t["patience"]),
-    ]
+    callbacks = build_callbacks(cfg, run_dir, monitor)
     if "ddp" in str(lightning.get("strategy", "")) and _is_subclass(cfg.sampler._target_,
                                                                     "hightpr.data.samplers.DualBatchSampler"):
         raise HightprError("trainer=ddp shards the training data with a distributed sampler, which "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,7 +27,12 @@ EXECUTION_ONLY = (
 SEEDS = ("seed", "dataset.seed")
 # Keys added after runs were committed: left out of the digest while at their default, so the
 # folders of earlier runs keep their names; any other value separates the runs as usual.
-KEY_DEFAULTS = {"evaluation": {"threshold_rule": "np"}}
+# A node all at its default (the callbacks: conf/callbacks/default.yaml) is left out whole.
+KEY_DEFAULTS = {
+    "evaluation": {"threshold_rule": "np"},
+    "callbacks": OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "conf" / "callbacks"
+                                                       / "default.yaml")),
+}
 KEY_CHOICES = ("dataset", "loss", "reg")  # the readable prefix of a folder name
 
 
@@ -57,6 +63,8 @@ def key_content(cfg: DictConfig) -> dict:
             defaults = KEY_DEFAULTS.get(str(key), {})
             value = {k: v for k, v in value.items() if not _left_out(f"{key}.{k}")
                      and not (k in defaults and v == defaults[k])}
+            if defaults and not value:
+                continue
         content[key] = value
     return content
 

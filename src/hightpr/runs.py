@@ -211,7 +211,7 @@ def end_csv_log(path: Path, epochs_trained: int | None) -> None:
     log = pd.read_csv(path)
     if "epoch" not in log or not (log["epoch"] >= int(epochs_trained)).any():
         return
-    kept = log[log["epoch"] < int(epochs_trained)]
+    kept = log[~(log["epoch"] >= int(epochs_trained))]  # rows without an epoch (a callback's, by step) stay
     kept = kept.loc[:, kept.notna().any(axis=0) | kept.columns.isin(["epoch", "step"])]
     tmp = Path(path).with_suffix(".csv.tmp")
     kept.to_csv(tmp, index=False)

@@ -18,7 +18,7 @@ from hightpr.errors import HightprError
 
 GROUPS = ("dataset", "model", "loss", "reg", "optimizer", "scheduler", "sampler", "trainer", "logger",
           "ensemble")
-TOP_LEVEL = (*GROUPS, "seed", "name", "init_from", "resume", "paths", "evaluation")
+TOP_LEVEL = (*GROUPS, "callbacks", "seed", "name", "init_from", "resume", "paths", "evaluation")
 # trainer keys that hightpr reads itself; every other trainer key is a Lightning Trainer argument
 TRAINER_OWN = ("batch_size", "eval_batch_size", "patience", "num_threads")
 TRAINER_SET_BY_HIGHTPR = ("callbacks", "logger", "default_root_dir", "plugins")
@@ -107,12 +107,24 @@ def check_unknown_keys(cfg: DictConfig) -> None:
                 _refuse(group, str(key), list(valid))
 
 
-def check_component_keys(cfg: DictConfig) -> None:
-    """Every key of a component node (and of its nested components) is an argument it takes."""
+def component_nodes(cfg: DictConfig):
+    """(path, node) of every component node: the groups' (not the trainer's) and each callback's."""
     for group in GROUPS:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and group != "trainer":
-            _check_target_node(group, node)
+            yield group, node
+    for name, node in (cfg.get("callbacks") or {}).items():
+        yield f"callbacks.{name}", node
+
+
+def check_component_keys(cfg: DictConfig) -> None:
+    """Every key of a component node (and of its nested components) is an argument it takes; every
+    callback is a node with a `_target_`."""
+    for path, node in component_nodes(cfg):
+        if path.startswith("callbacks.") and not (isinstance(node, DictConfig) and node.get("_target_")):
+            raise HightprError(f"{path}: a callback is a node with a _target_ (a Lightning Callback class), "
+                               f"e.g. +{path}._target_=pytorch_lightning.callbacks.LearningRateMonitor")
+        _check_target_node(path, node)
 
 
 def valid_keys(path: str, node) -> list[str]:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hightpr.checks.build_errors import config_errors
-from hightpr.checks.keys import GROUPS, HYDRA_KEYS, target_nodes
+from hightpr.checks.keys import HYDRA_KEYS, component_nodes, target_nodes
 from hightpr.checks.trainer_source import trainer_signature
 from hightpr.errors import HightprError
 
@@ -212,7 +212,5 @@ def check_component_values(cfg: DictConfig) -> None:
 
         with config_errors("evaluation"):
             check_rule(rule)  # np | ltt | crc | quantile, refused before any data is read
-    for group in GROUPS:
-        node = cfg.get(group)
-        if isinstance(node, DictConfig) and group != "trainer":
-            _check_node_values(group, node)
+    for path, node in component_nodes(cfg):
+        _check_node_values(path, node)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hightpr.identity import execution_only_keys
+from hightpr.identity import KEY_DEFAULTS, execution_only_keys
 from hightpr.stacked.forward import forward_mode
 from hightpr.stacked.layers import NotStackable
 
@@ -74,6 +74,10 @@ def settings_of(cfg: DictConfig, gpu: int | None = None) -> Settings:
     every_s = float(cfg.ensemble.get("checkpoint_every_s", 60))
     compile = bool(cfg.ensemble.get("compile"))
     forward = cfg.ensemble.get("forward")
+    callbacks = OmegaConf.to_container(cfg.get("callbacks") or {}, resolve=True)
+    if callbacks != KEY_DEFAULTS["callbacks"]:
+        raise NotStackable("callbacks other than the protocol's own (callbacks=default) are not supported "
+                           "batched")
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key, value in t.items():
         if key in IGNORED or key in ("accelerator", "devices", "precision", "max_epochs", "patience",
