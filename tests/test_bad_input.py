@@ -181,6 +181,9 @@ def test_command_line_refusals_are_one_line(tiny_data_dir, tmp_path):
         "'trainer/nope'; available options: cpu_quick, ddp, default, gpu": [*base, "trainer=nope"],
         "cannot create folders under /proc": [*base, "paths.output_root=/proc/hightpr-x"],
         "hydra/launcher=local": ["-m", "hydra/launcher=slurm", *base, "seed=1,2"],
+        "ensemble.batched='maybe': expected true or false": [*base, "ensemble.members=2",
+                                                             "ensemble.batched=maybe"],
+        "ensemble.forward='x'": ["-m", *base, "ensemble.forward=x", "seed=1,2"],
     }
     if not torch.cuda.is_available():
         commands["trainer=cpu_quick"] = [*base, "trainer=gpu"]

@@ -1,12 +1,12 @@
 """A run folder: the one owner of its layout, and what a finished run leaves behind.
 
-Every file name of a run (or ensemble) folder is written here and nowhere else: `metrics.json`
+Every file name of a run (or ensemble) folder is written here: `metrics.json`
 (written last: the mark of a finished run, `is_finished`), `logits_{val,test}.npz`,
 `config_resolved.yaml`, `csv/metrics.csv`, `model_card.md`, `run.lock` (`RunLock`), the
 checkpoints (`last_checkpoint`, `best_checkpoint`) and batched training's resume mark
 (`resume_mark`); an ensemble's `member_NN` folders (`member_dir`, `finished_members`). Other
-modules ask for the paths. `write_run` is the end of every run, both training paths.
-"""
+modules ask for the paths. `write_run` writes what every run ends with (both training paths, through
+`hightpr.jobs.run_end`)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,9 @@ class Preflight(Callback):
             check_machine(cfg, Path(str(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """A grid: the settings it does not sweep, the launcher and the sweep folder, before any job."""
         with user_errors(exit_when_debugging=True):
+            check_keys(without_hydra(config))  # the swept values are checked in each job
             target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
             if target.endswith("SlurmLauncher"):
                 missing = [cmd for cmd in ("sbatch", "srun", "sacct") if shutil.which(cmd) is None]
