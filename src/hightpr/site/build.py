@@ -19,6 +19,7 @@ import markdown as md_lib
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from hightpr import runs
 from hightpr.ensemble import finished_members
 from hightpr.site import figures as figs
 from hightpr.site.model import (
@@ -250,8 +251,7 @@ class SiteBuilder:
         machine = ctx.machine_overrides(state.plan, Run(state.overrides, state.key))
         args = [*state.overrides, *(_machine_path(m, self.root) for m in machine)]
         members = finished_members(outcome.path)
-        config = next((m / "config_resolved.yaml" for m in members.values()
-                       if (m / "config_resolved.yaml").is_file()), None)
+        config = next((runs.config_path(m) for m in members.values() if runs.config_path(m).is_file()), None)
         return Provenance(
             label=row.label, key=state.key, folder=relpath(outcome.path, page_dir) + "/",
             config=relpath(config, page_dir) if config else None,

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hightpr import runs
 from hightpr.ensemble import finished_members
 from hightpr.tables.cells import Cell, Plan
 from hightpr.tables.results import ensemble_metrics, ensemble_path, resolve
@@ -153,7 +154,7 @@ def first_error(log: Path) -> str | None:
 
 def last_epoch(run_dir: Path) -> int | None:
     """The last epoch a run's CSV log recorded (its progress), or None."""
-    path = Path(run_dir) / "csv" / "metrics.csv"
+    path = runs.csv_log_path(Path(run_dir))
     try:
         with open(path, "rb") as handle:
             handle.seek(max(0, path.stat().st_size - 4096))
@@ -189,14 +190,14 @@ class PoolReader:
         if not edir.is_dir():
             return "missing", 0, "", None
         done = len(finished_members(edir))
-        member_dirs = sorted(p for p in edir.glob("member_*") if p.is_dir())
-        for lock in [edir / "run.lock", *(p / "run.lock" for p in member_dirs)]:
+        member_dirs = sorted(p for p in edir.glob(f"{runs.MEMBER_PREFIX}*") if p.is_dir())
+        for lock in [runs.lock_path(edir), *(runs.lock_path(p) for p in member_dirs)]:
             owner = lock_holder(lock, self.held)
             if owner is not None:
                 epochs = [e for p in member_dirs if (e := last_epoch(p)) is not None]
                 progress = f", epoch {max(epochs) + 1} logged" if epochs else ""
                 return "running", done, f"{owner}{progress}", None
-        unfinished = [p for p in member_dirs if not (p / "metrics.json").is_file()]
+        unfinished = [p for p in member_dirs if not runs.is_finished(p)]
         if done and not unfinished:     # a planned ensemble still growing: no member started or failed
             return "partial", done, f"{done} of {members} members finished, the others not started", None
         candidates = [*self.logs(key), *sorted(edir.glob("*.log")),
@@ -207,9 +208,9 @@ class PoolReader:
                 return "failed", done, line, log
         if done >= members:
             return "failed", done, "members finished, not aggregated (hightpr-ensemble on the folder)", None
-        logs = [p / "csv" / "metrics.csv" for p in unfinished]
-        csv_log = next((log for log in logs if log.is_file()), None)
-        epoch = last_epoch(csv_log.parent.parent) if csv_log else None
+        started = next((p for p in unfinished if runs.csv_log_path(p).is_file()), None)
+        csv_log = runs.csv_log_path(started) if started else None
+        epoch = last_epoch(started) if started else None
         stopped = f"after epoch {epoch + 1}" if epoch is not None else "before its first epoch"
         return "failed", done, f"stopped {stopped} with no live lock (killed, or an error not logged here)", \
             csv_log or (candidates[0] if candidates else None)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from hightpr import runs
 from hightpr.ensemble import finished_members
 from hightpr.metrics.thresholds import DEFAULT_RULE, RULES
 from hightpr.regularizers.activity import ACTIVE_RATIO
@@ -137,7 +138,7 @@ class TableView:
         members = finished_members(out.path)
         if key is None or not members:
             return None
-        cfg = OmegaConf.load(next(iter(members.values())) / "config_resolved.yaml")
+        cfg = OmegaConf.load(runs.config_path(next(iter(members.values()))))
         found = OmegaConf.select(cfg, key)
         return None if found is None else float(found)
 

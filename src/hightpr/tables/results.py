@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from hightpr import runs
 from hightpr.ensemble import finished_members, seed_of
 from hightpr.metrics import comparison, delong_test, fpr_at_fn, fpr_at_tpr, roc_auc
 from hightpr.metrics.bootstrap import resample_indices
@@ -57,9 +58,9 @@ def _metrics(path: Path, mtime: float) -> dict:
 
 def ensemble_metrics(pool: Path, key: str, members: int = 1) -> dict | None:
     """The ensemble's metrics.json when it holds at least `members` members, else None."""
-    path = ensemble_path(pool, key) / "metrics.json"
-    if not path.is_file() or not (path.parent / "logits_test.npz").is_file():
+    if not runs.is_finished(ensemble_path(pool, key)):
         return None
+    path = runs.metrics_path(ensemble_path(pool, key))
     metrics = _metrics(path, path.stat().st_mtime)
     return metrics if metrics.get("num_members", 0) >= members else None
 
@@ -127,13 +128,13 @@ class Outcome:
 
     @functools.cached_property
     def test(self) -> dict[str, np.ndarray]:
-        return load_logits(self.path / "logits_test.npz")
+        return load_logits(runs.logits_path(self.path, "test"))
 
     @functools.cached_property
     def critical(self) -> list[int]:
         """Critical classes of a multi-class run, as its first member recorded its task."""
         for run_dir in finished_members(self.path).values():
-            recorded = json.loads((run_dir / "metrics.json").read_text()).get("task")
+            recorded = json.loads(runs.metrics_path(run_dir).read_text()).get("task")
             return list(Task.from_dict(recorded).critical_classes)
         return []
 
@@ -157,7 +158,7 @@ class Outcome:
     @functools.cached_property
     def activity(self) -> dict | None:
         """The regulariser's activity over the members (`regularizers.activity.summarise`)."""
-        return summarise([activity(d / "csv" / "metrics.csv") for d in finished_members(self.path).values()])
+        return summarise([activity(runs.csv_log_path(d)) for d in finished_members(self.path).values()])
 
     @functools.cached_property
     def delta(self) -> float:
@@ -173,7 +174,7 @@ class Outcome:
 
     def _configured(self, key: str):
         for run_dir in finished_members(self.path).values():
-            cfg = run_dir / "config_resolved.yaml"
+            cfg = runs.config_path(run_dir)
             found = OmegaConf.select(OmegaConf.load(cfg), key) if cfg.is_file() else None
             if found is not None:
                 return found
@@ -187,7 +188,7 @@ DEFAULT_DELTA = 0.05
 def _member_test(path: Path, binary: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     parts = []
     for run_dir in finished_members(path).values():
-        t = load_logits(run_dir / "logits_test.npz")
+        t = load_logits(runs.logits_path(run_dir, "test"))
         order = np.argsort(t["ids"], kind="stable")
         parts.append((t["ids"][order], t["labels"][order],
                       t["scores"][order] if binary else t["logits"][order]))
@@ -211,14 +212,14 @@ def deployed(out: Outcome, metric: str) -> dict | None:
     runs or ensembles whose members had validation sets of their own (no ensemble validation logits).
     """
     target = deployed_target(metric)
-    if target is None or not out.binary or not (out.path / "logits_val.npz").is_file():
+    if target is None or not out.binary or not runs.logits_path(out.path, "val").is_file():
         return None
     return _deployed(out.path, out.key, target, out.delta, out.threshold_rule)
 
 
 @functools.cache
 def _deployed(path: Path, key: str, tpr: float, delta: float, rule: str) -> dict:
-    val, test = load_logits(path / "logits_val.npz"), load_logits(path / "logits_test.npz")
+    val, test = load_logits(runs.logits_path(path, "val")), load_logits(runs.logits_path(path, "test"))
     op = rule_operating_point(val["scores"], val["labels"].astype(bool), test["scores"],
                               test["labels"].astype(bool), tpr, delta, rule)
     if op[f"{rule}_threshold"] is None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hightpr import runs
 from hightpr.errors import HightprError
 from hightpr.tables.cells import Cell, Plan, matches, paper_cells, plan
 from hightpr.tables.results import Run, ensemble_metrics, ensemble_path, pool_dir, resolve
@@ -362,8 +363,8 @@ def _status_of(status: Callable[[str], None], key: str) -> Callable[[str], None]
 
 
 def failed_dir(edir: Path) -> Path:
-    """The member dir a failure left unfinished (no metrics.json), else the ensemble dir."""
-    unfinished = sorted(p for p in Path(edir).glob("member_*") if not (p / "metrics.json").is_file())
+    """The member dir a failure left unfinished (`runs.is_finished` false), else the ensemble dir."""
+    unfinished = sorted(p for p in Path(edir).glob(f"{runs.MEMBER_PREFIX}*") if not runs.is_finished(p))
     return unfinished[0] if unfinished else Path(edir)
 
 
