@@ -15,6 +15,7 @@ from scipy import stats
 
 from hightpr.metrics import fpr_at_tpr, roc_auc
 from hightpr.metrics.comparison import (
+    MAX_PAIRS,
     SIZE_CORRELATION,
     Arm,
     auc_rows,
@@ -150,6 +151,14 @@ def test_the_group_pairs_of_ten_members_are_every_split_in_halves():
     splits = {frozenset(np.flatnonzero(r == 1)) for r in pairs}
     every = {frozenset(c) for c in itertools.combinations(range(10), 5) if 0 in c}
     assert len(pairs) == 126 and splits == every and ((pairs == 1).sum(1) == 5).all()
+    # few members: every unordered pair of disjoint groups, once (3 of single members; 15 of pairs of 5)
+    def groups(r: np.ndarray) -> frozenset:
+        return frozenset([frozenset(np.flatnonzero(r == 1)), frozenset(np.flatnonzero(r == 2))])
+
+    singles = _group_pairs(3, 1, None)
+    assert {groups(r) for r in singles} == {groups(np.array(r)) for r in ([1, 2, 0], [1, 0, 2], [0, 1, 2])}
+    twos = _group_pairs(5, 2, None)
+    assert len(singles) == 3 and len(twos) == 15 == len({groups(r) for r in twos})
 
 
 def test_the_study_runs_on_the_committed_members():
@@ -168,10 +177,10 @@ def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
     a procedure that never rejects, or one that ignores member noise, falls outside."""
     study = _study()
     gen = study.Generator(ROOT / "results" / "runs" / "cpu")
-    got = study.rejections(gen, 10, 0.0, 1000, boot=100, seed=11, splits=24)
+    got = study.rejections(gen, 10, 0.0, 1000, boot=100, seed=11, splits=MAX_PAIRS)
     for metric, seen in got.items():
         assert 0.03 <= seen["rejections"] / 1000 <= 0.07, (metric, seen)
-    power = study.rejections(gen, 10, 1.0, 100, boot=100, seed=12, splits=24)
+    power = study.rejections(gen, 10, 1.0, 100, boot=100, seed=12, splits=MAX_PAIRS)
     assert all(seen["rejections"] / 100 >= 0.8 for seen in power.values()), power
 
     def never(arms, labels, metric, **kw):
@@ -181,7 +190,7 @@ def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
         return compare([Arm(np.asarray(a.scores).mean(0, keepdims=True)) for a in arms], labels, metric, **kw)
 
     for procedure in (never, test_samples_only):
-        got = study.rejections(gen, 10, 0.0, 200, boot=100, seed=13, procedure=procedure, splits=24)
+        got = study.rejections(gen, 10, 0.0, 200, boot=100, seed=13, procedure=procedure, splits=MAX_PAIRS)
         assert any(not 0.03 <= seen["rejections"] / 200 <= 0.07 for seen in got.values()), \
             (procedure.__name__, got)
 
