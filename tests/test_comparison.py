@@ -25,6 +25,7 @@ from hightpr.metrics.comparison import (
     fpr_at_tpr_rows,
     group_sizes,
     holm,
+    like_with_like,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,3 +206,23 @@ def test_hightpr_compare_runs_the_tables_test_on_two_ensembles():
     assert set(got) == {"auc", "fpr@95tpr"} and got["auc"]["paired"]
     assert got["auc"]["diff"] == pytest.approx(100 * res["auc_diff"], abs=1e-9)   # the same ensembles
     assert compare_runs(a / "member_01", b / "member_01").get("members_test") is None   # single runs
+
+
+def test_ensembles_of_different_sizes_are_compared_at_the_smaller_as_the_tables_do():
+    from hightpr.cli.compare import compare as compare_runs
+    from hightpr.cli.compare import report_text
+
+    arms, cut = like_with_like([Arm(np.zeros((5, 4)), (1, 2, 3, 4, 5)), Arm(np.ones((3, 4)), (1, 2, 3))])
+    assert cut and [a.members for a in arms] == [3, 3] and arms[0].seeds == (1, 2, 3)
+    assert not like_with_like([Arm(np.zeros((2, 4))), Arm(np.ones((2, 4)))])[1]
+    pool = ROOT / "results" / "runs" / "cpu" / "ensembles"
+    big = pool / "cifar10_binary-bce-none-252993f6a7"     # BCE, 10 members
+    small = pool / "cifar10_binary-bce-none-c79e21bf80"   # the dual sampler, 3
+    res = compare_runs(big, small, tprs=(0.95,))
+    ev = res["members_test"]["auc"]
+    assert ev["members"] == [3, 3] and ev["truncated"] and ev["paired"]
+    scores = [np.stack([np.load(d / f"member_0{i}" / "logits_test.npz")["scores"] for i in (1, 2, 3)]).mean(0)
+              for d in (big, small)]
+    y = np.load(small / "member_01" / "logits_test.npz")["labels"]
+    assert ev["diff"] == pytest.approx(100 * (roc_auc(scores[0], y) - roc_auc(scores[1], y)), abs=1e-9)
+    assert "the larger cut to its first 3, like with like" in report_text(res)

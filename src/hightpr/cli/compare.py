@@ -81,14 +81,16 @@ def member_arm(path: Path, stage: str = "test") -> tuple[np.ndarray, np.ndarray,
 def members_test(path_a: Path, path_b: Path, stage: str, tprs: tuple[float, ...], n: int, seed: int,
                  level: float) -> dict | None:
     """{metric: evidence} of A − B over members and test samples (percent), None unless both are
-    ensembles of >= 2 members tested on the same samples."""
+    ensembles of >= 2 members tested on the same samples; ensembles of different sizes are cut to
+    the smaller, as the tables compare them."""
     a, b = member_arm(path_a, stage), member_arm(path_b, stage)
     if a is None or b is None or not np.array_equal(a[0], b[0]):
         return None
     labels = a[1].astype(bool)
     metrics = ["auc", *(f"fpr@{round(t * 100)}tpr" for t in tprs)]
-    return {m: comparison.compare([a[2], b[2]], labels, m, n=n, seed=seed, level=level, scale=100.0)
-            for m in metrics}
+    arms, truncated = comparison.like_with_like([a[2], b[2]])   # as the tables compare them
+    return {m: {**comparison.compare(arms, labels, m, n=n, seed=seed, level=level, scale=100.0),
+                "truncated": truncated} for m in metrics}
 
 
 def compare(path_a: Path, path_b: Path, stage: str = "test", bootstrap: int = 0,
@@ -135,6 +137,8 @@ def report_text(res: dict) -> str:
         pct = f"{first['level'] * 100:g}%"
         ma, mb = first["members"]
         paired = ", paired by seed" if first["paired"] else ""
+        if first.get("truncated"):
+            paired += f", the larger cut to its first {ma}, like with like"
         lines.append(f"members x test samples (the tables' test; {ma} and {mb} members{paired}; percent, "
                      f"{pct} interval, t reference):")
         for name, ev in res["members_test"].items():

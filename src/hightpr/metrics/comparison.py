@@ -108,6 +108,15 @@ class Arm:
         return int(np.shape(self.scores)[0])
 
 
+def like_with_like(arms: Sequence[Arm]) -> tuple[list[Arm], bool]:
+    """The arms cut to the smallest ensemble size k: each arm's first k members (members are numbered
+    by seed, so arms stay paired seed by seed), since more members make a better ensemble whatever
+    the method. Returns (arms, whether any was cut)."""
+    k = min(a.members for a in arms)
+    cut = [Arm(np.asarray(a.scores)[:k], tuple(a.seeds[:k]) if a.seeds else None) for a in arms]
+    return cut, any(a.members > k for a in arms)
+
+
 def _difference(values: np.ndarray) -> np.ndarray:
     return values[0] if len(values) == 1 else values[0] - values[1]
 

@@ -391,9 +391,8 @@ def evidence(outcomes: list[Outcome], metric: str, n: int, statistic: comparison
     value, arm 0 − arm 1, or `statistic` (named `name`, for the memo) of the arms' values; None if
     they were not tested on the same samples or the metric has no per-sample form.
 
-    Ensembles of different sizes are compared like with like: each arm with its first k members
-    (k the smallest size among them; members are numbered by seed, so the arms stay paired seed by
-    seed), since more members make a better ensemble whatever the method. The test-sample draws
+    Ensembles of different sizes are compared like with like (`comparison.like_with_like`: each
+    arm's first k members, k the smallest size). The test-sample draws
     are seeded by the arms' keys and the metric, so the same comparison gets the same numbers in
     every table that holds it."""
     if not outcomes or any(o is None for o in outcomes) or not shared_test(outcomes):
@@ -405,11 +404,11 @@ def evidence(outcomes: list[Outcome], metric: str, n: int, statistic: comparison
         if key is None:
             return None
         _, y, _ = first.member_test
-        k = min(o.member_test[2].shape[0] for o in outcomes)   # like with like: each arm's first k
-        arms = [comparison.Arm(o.member_test[2][:k], o.seeds[:k] if o.seeds else None) for o in outcomes]
+        arms, truncated = comparison.like_with_like([comparison.Arm(o.member_test[2], o.seeds)
+                                                     for o in outcomes])
         seed = zlib.crc32("|".join([*(o.key for o in outcomes), metric]).encode())
         _EVIDENCE[memo] = comparison.compare(
             arms, y, _arm_metric(key, first.critical, first.binary), statistic, n=n, seed=seed,
             margin=margin, stratified=first.binary, scale=PERCENT)
-        _EVIDENCE[memo]["truncated"] = any(o.member_test[2].shape[0] > k for o in outcomes)
+        _EVIDENCE[memo]["truncated"] = truncated
     return _EVIDENCE[memo]
