@@ -175,7 +175,7 @@ def test_a_run_longer_than_its_time_limit_is_requeued_and_finishes(tiny_data_dir
     min(0.8 T, T - 10 min) of its own start), as it does a real one on a longer limit."""
     out = tmp_path / "out"
     env = {**os.environ, "HIGHTPR_DEBUG": "0", "PYTHONWARNINGS": "ignore"}
-    cmd = _command(tiny_data_dir, out, "trainer.max_epochs=100", "trainer.patience=100", "seed=4",
+    cmd = _command(tiny_data_dir, out, "trainer.max_epochs=200", "trainer.patience=200", "seed=4",
                    "hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=90",
                    "hydra.launcher.max_num_timeout=3")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE,
@@ -194,7 +194,7 @@ def test_a_run_longer_than_its_time_limit_is_requeued_and_finishes(tiny_data_dir
             proc.kill()
     assert proc.returncode == 0, log[-3000:]
     (metrics,) = _metrics(out)
-    assert metrics["epochs_trained"] == 100
+    assert metrics["epochs_trained"] == 200
     logs = "".join(p.read_text(errors="replace") for p in out.glob("default/runs/.submitit/*/*.out")) + \
         "".join(p.read_text(errors="replace") for p in out.glob("default/runs/.submitit/*/*.err"))
     assert "this job is timed-out" in logs, logs[-3000:]
