@@ -169,7 +169,7 @@ def test_a_run_longer_than_its_time_limit_is_requeued_and_finishes(tiny_data_dir
 
     The run's length depends on the machine, so the job is not given a short limit up front: once
     it has a checkpoint, its limit is cut to end 91-151 s after now (`signal_delay_s=90`: the
-    signal comes within about a minute), and once requeued it is given its time back and released
+    signal comes within about a minute), and once requeued it is given 30 minutes and released
     from SLURM's requeue hold, so that the test takes minutes on a fast or a slow machine. With
     `timeout_min=10` submitit counts any signal as a time-out (it calls a job timed out past
     min(0.8 T, T - 10 min) of its own start), as it does a real one on a longer limit."""
@@ -186,7 +186,7 @@ def test_a_run_longer_than_its_time_limit_is_requeued_and_finishes(tiny_data_dir
         minutes = (_elapsed_s(job) + 91 + 59) // 60
         subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}"], check=True)
         _wait_for("the time-limit requeue", lambda: _state(job) in ("REQUEUED", "PENDING"), timeout=240)
-        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=30"], check=True)
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
         log, _ = proc.communicate(timeout=1500)
     finally:
