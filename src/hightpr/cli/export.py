@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hightpr.cli.predict import add_threshold_arguments
 from hightpr.errors import command
 from hightpr.export import METADATA, export
 from hightpr.help import HelpFormatter
@@ -29,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, metavar="RUN_OR_ENSEMBLE",
                         help="a finished run or ensemble folder")
     parser.add_argument("--out", type=Path, required=True, help="the .pt2 file to write")
-    parser.add_argument("--tpr", type=float, default=0.95,
-                        help="target TPR of the deployed threshold (one of the run's "
-                             "evaluation.operating_tprs)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="decide at this score instead (the rule's promise no longer holds)")
+    add_threshold_arguments(parser)
     args = parser.parse_args(argv)
     done = export(args.model, args.out, args.tpr, args.threshold)
     meta = done.metadata

@@ -33,6 +33,15 @@ def device_of(name: str) -> torch.device:
     return device
 
 
+def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--tpr` and `--threshold`: which deployed threshold, shared by hightpr-predict and hightpr-export."""
+    parser.add_argument("--tpr", type=float, default=0.95,
+                        help="target TPR of the deployed threshold (one of the run's "
+                             "evaluation.operating_tprs)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="decide at this score instead (the rule's promise no longer holds)")
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `hightpr-predict`; returns 2 with one `error:` line on a problem."""
@@ -45,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                         help="image files, folders (searched recursively) or CSVs with a path column")
     parser.add_argument("--out", type=Path, required=True, help="the predictions CSV to write")
-    parser.add_argument("--tpr", type=float, default=0.95,
-                        help="target TPR of the deployed threshold (one of the run's "
-                             "evaluation.operating_tprs)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="decide at this score instead (the rule's promise no longer holds)")
+    add_threshold_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="images scored at once")
     parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N")
     args = parser.parse_args(argv)
