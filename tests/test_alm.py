@@ -207,12 +207,21 @@ def test_state_dict_round_trip():
     reg.on_validation_end(0.7)
     buf = io.BytesIO()
     torch.save(reg.state_dict(), buf)
-    assert set(reg.state_dict()) == {"lambdas", "seen", "mu", "ref_auc", "mu_validations", "mu_frozen"}
+    assert set(reg.state_dict()) == {"lambdas", "seen", "mu", "ref_metric", "mu_validations", "mu_frozen"}
     fresh = ALMRegularizer(num_sample_ids=8, mu0=0.5, delta=1.0)
     fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue())))
-    for name in ("lambdas", "seen", "mu", "ref_auc", "mu_validations", "mu_frozen"):
+    for name in ("lambdas", "seen", "mu", "ref_metric", "mu_validations", "mu_frozen"):
         assert torch.equal(getattr(fresh, name), getattr(reg, name)), name
     assert fresh.mu.item() == pytest.approx(1.0) and fresh.lambdas[3].item() == pytest.approx(0.75)
+
+
+def test_a_checkpoint_with_the_old_name_ref_auc_still_loads():
+    reg = ALMRegularizer(num_sample_ids=4, mu0=0.5, delta=1.0)
+    old = dict(reg.state_dict())
+    old["ref_auc"] = torch.tensor(0.8125, dtype=torch.float64)
+    del old["ref_metric"]
+    reg.load_state_dict(old)          # strict: no missing or unexpected key
+    assert reg.ref_metric.item() == 0.8125
 
 
 # -- mu schedule and warm-up ------------------------------------------------------------------
@@ -343,7 +352,8 @@ def test_warmup_keeps_the_constraint_off():
         assert term.item() == 0.0 and term.requires_grad
         reg.on_validation_end(0.9 - 0.1 * epoch)
         assert reg.epoch_log()["active"].item() == 0.0
-    assert reg.lambdas.abs().sum().item() == 0.0 and reg.mu.item() == 1.0 and math.isnan(reg.ref_auc.item())
+    assert reg.lambdas.abs().sum().item() == 0.0 and reg.mu.item() == 1.0
+    assert math.isnan(reg.ref_metric.item())
     reg.on_train_epoch_start(2)
     assert step(reg, [0.0, 1.0], [1, 0], [0, 1]).item() == pytest.approx(1.0 * 2.0**2 / 2)
     assert reg.lambdas[0].item() == pytest.approx(2.0)
@@ -485,7 +495,7 @@ def test_training_run_logs_and_checkpoints_alm_state(train):
 
     ckpt = torch.load(res.metrics["best_checkpoint"], map_location="cpu", weights_only=False)
     state = {k.removeprefix("reg."): v for k, v in ckpt["state_dict"].items() if k.startswith("reg.")}
-    assert set(state) == {"lambdas", "seen", "mu", "ref_auc", "mu_validations", "mu_frozen"}
+    assert set(state) == {"lambdas", "seen", "mu", "ref_metric", "mu_validations", "mu_frozen"}
     assert state["lambdas"].max() > 0 and state["seen"].any()
     assert not ((state["lambdas"] > 0) & ~state["seen"]).any()  # only constraint owners carry one
     fresh = ALMRegularizer(num_sample_ids=len(state["lambdas"]), mu0=0.1, delta=1.0)

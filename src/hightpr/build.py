@@ -43,7 +43,7 @@ class DataFacts:
     task: Task
 
 
-def build(node: DictConfig, what: str, **kwargs):
+def instantiate_node(node: DictConfig, what: str, **kwargs):
     """`hydra.utils.instantiate` of one config node, its errors named after the node."""
     with config_errors(what):
         return instantiate(node, **kwargs)
@@ -52,10 +52,10 @@ def build(node: DictConfig, what: str, **kwargs):
 # -- the components ----------------------------------------------------------------------------
 def build_datamodule(cfg: DictConfig) -> tuple[pl.LightningDataModule, DataFacts]:
     """The DataModule (splits built), its batch sampler, and the facts the rest needs."""
-    datamodule = build(cfg.dataset, "dataset")
+    datamodule = instantiate_node(cfg.dataset, "dataset")
     with config_errors("dataset"):
         datamodule.setup("fit")
-    datamodule.batch_sampler = build(cfg.sampler, "sampler")
+    datamodule.batch_sampler = instantiate_node(cfg.sampler, "sampler")
     facts = DataFacts(list(datamodule.class_counts), int(datamodule.num_sample_ids), Task.of(datamodule))
     return datamodule, facts
 
@@ -84,7 +84,7 @@ def build_loss(cfg: DictConfig, facts: DataFacts, choices: dict[str, str] | None
     if wanted and not _is_subclass(cfg.optimizer._target_, wanted):
         raise HightprError(f"loss={name} is trained with its own optimizer {wanted}: "
                            f"add optimizer={wanted.rsplit('.', 1)[-1].lower()}")
-    loss = build(cfg.loss, "loss", **{fact: getattr(facts, fact) for fact in loss_cls.data_facts})
+    loss = instantiate_node(cfg.loss, "loss", **{fact: getattr(facts, fact) for fact in loss_cls.data_facts})
     return loss
 
 
@@ -94,7 +94,7 @@ def build_model(cfg: DictConfig, facts: DataFacts, loss, sample: torch.Tensor,
     choices = choices or {}
     num_logits = cfg.model.get("num_logits") or type(loss).logits_for(facts.task.num_classes)
     facts.task.check_logits(num_logits, f"loss={_choice(cfg, 'loss', choices)}")
-    model = build(cfg.model, "model", num_logits=num_logits, normed_head=type(loss).normed_head)
+    model = instantiate_node(cfg.model, "model", num_logits=num_logits, normed_head=type(loss).normed_head)
     check_input(model, sample, _choice(cfg, "model", choices), _choice(cfg, "dataset", choices))
     init_weights(model, cfg.get("init_from"))
     return model
@@ -146,7 +146,7 @@ def init_weights(model: torch.nn.Module, path: str | None) -> None:
 
 def build_regularizer(cfg: DictConfig, facts: DataFacts, choices: dict[str, str] | None = None):
     """The regulariser; a binary one on multi-class data is refused."""
-    reg = build(cfg.reg, "reg", num_sample_ids=facts.num_sample_ids)
+    reg = instantiate_node(cfg.reg, "reg", num_sample_ids=facts.num_sample_ids)
     if not reg.handles(facts.task):
         name = _choice(cfg, "reg", choices or {})
         raise HightprError(f"reg={name} is binary but the data is multi-class (critical classes "
@@ -172,13 +172,14 @@ def build_module(cfg: DictConfig, datamodule, facts: DataFacts,
     if conflicts:
         raise HightprError(f"{len(conflicts)} problems: " + "; and ".join(str(e) for e in conflicts))
     scheduler = cfg.get("scheduler")
-    scheduler = build(scheduler, "scheduler") if scheduler and scheduler.get("_target_") else None
+    scheduler = instantiate_node(scheduler, "scheduler") if scheduler and scheduler.get("_target_") else None
     evaluation = cfg.get("evaluation")
     evaluation = OmegaConf.to_container(evaluation, resolve=True) if evaluation is not None else {}
     with config_errors("evaluation"):
         evaluator = evaluator_for(facts.task, **evaluation)  # multi-class reports take no settings
-    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=build(cfg.optimizer, "optimizer"),
-                           scheduler=scheduler, score_fn=facts.task.score, evaluator=evaluator)
+    optimizer = instantiate_node(cfg.optimizer, "optimizer")
+    module = HighTPRModule(model=model, loss=loss, reg=reg, optimizer=optimizer, scheduler=scheduler,
+                           score_fn=facts.task.score, evaluator=evaluator)
     with config_errors("optimizer"):
         module.configure_optimizers()  # optimizer and schedule settings fail here, not mid-fit
     return module
@@ -205,7 +206,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> lis
         with config_errors(f"callbacks.{name}"):
             cls = get_class(str(node._target_))
         kwargs = _run_arguments(cls, run_dir, monitor, int(cfg.trainer.patience))
-        callbacks.append(build(node, f"callbacks.{name}", **kwargs))
+        callbacks.append(instantiate_node(node, f"callbacks.{name}", **kwargs))
     return callbacks
 
 
@@ -217,7 +218,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: str = "auc") -> pl.Tr
     for cls, package in LOGGER_PACKAGES.items():
         if target.endswith(cls) and importlib.util.find_spec(package) is None:
             raise HightprError(f"logger={cls} needs {package}: pip install 'hightpr[{package}]'")
-    logger = build(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
+    logger = instantiate_node(cfg.logger, "logger", save_dir=str(run_dir)) if target else False
     plugins: list = [AtomicCheckpointIO()]
     callbacks = build_callbacks(cfg, run_dir, monitor)
     if "ddp" in str(lightning.get("strategy", "")) and _is_subclass(cfg.sampler._target_,

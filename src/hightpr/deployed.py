@@ -18,7 +18,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hightpr.build import build
+from hightpr.build import instantiate_node
 from hightpr.ensemble import average_logits, task_of_run
 from hightpr.errors import HightprError
 from hightpr.metrics.thresholds import RULES
@@ -132,7 +132,7 @@ def load_network(run_dir: Path, task: Task) -> torch.nn.Module:
             node.pretrained_path = None  # the checkpoint holds every weight
         node.pop("num_logits", None)
     num_logits = cfg.model.get("num_logits") or loss_cls.logits_for(task.num_classes)
-    net = build(node, "model", num_logits=num_logits, normed_head=loss_cls.normed_head)
+    net = instantiate_node(node, "model", num_logits=num_logits, normed_head=loss_cls.normed_head)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     net.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return net.eval()
@@ -170,7 +170,7 @@ def load_deployed(path: Path, tpr: float = 0.95, threshold: float | None = None)
         raise HightprError(f"{path} is a multi-class run: hightpr-predict and hightpr-export apply "
                            "binary runs")
     cfg = run_config(runs[0])
-    datamodule = build(cfg.dataset, "dataset")
+    datamodule = instantiate_node(cfg.dataset, "dataset")
     if not getattr(datamodule, "reads_image_files", False):
         raise HightprError(f"{path} was trained on {cfg.dataset._target_}, not on image files: "
                            "hightpr-predict and hightpr-export apply runs of dataset=images (or melanoma)")

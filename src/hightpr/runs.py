@@ -218,7 +218,7 @@ def end_csv_log(path: Path, epochs_trained: int | None) -> None:
     os.replace(tmp, path)
 
 
-def debug_run(cfg: DictConfig) -> str | None:
+def limited_run_label(cfg: DictConfig) -> str | None:
     """`fast_dev_run` for a smoke test of the wiring, a short description for a run limited to some
     batches or steps (`limit_train_batches=3`), None for a real run."""
     trainer = cfg.get("trainer") or {}
@@ -338,7 +338,7 @@ def write_run(cfg: DictConfig, run_dir: Path, evaluator, reports: Mapping[str, M
         save_logits(run_dir, stage, outputs[stage])
     save_metrics(run_dir, metrics)
     log = logging.getLogger("hightpr")
-    debug = debug_run(cfg)
+    debug = limited_run_label(cfg)
     if debug == "fast_dev_run":  # a smoke test of the wiring: no result, no row in the results table
         log.info("trainer.fast_dev_run: a debug run, not added to %s", cfg.paths.runs_csv)
     else:

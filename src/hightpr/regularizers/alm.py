@@ -120,9 +120,10 @@ class ALMRegularizer(Regularizer):
     sigmoid, the paper text's variant).
 
     State, all registered buffers (so on the training device and in checkpoints): `lambdas`
-    [num_sample_ids], `seen` (which ids have owned a constraint), `mu`, `ref_auc` (the
-    validation metric the next one is compared with), `mu_validations` (validations with the
-    constraint on so far) and `mu_frozen` (the official schedule has stopped changing mu).
+    [num_sample_ids], `seen` (which ids have owned a constraint), `mu`, `ref_metric` (the
+    validation metric the next one is compared with: AUC, or accuracy for a multi-class run),
+    `mu_validations` (validations with the constraint on so far) and `mu_frozen` (the official
+    schedule has stopped changing mu).
 
     Order within a step (Algorithm 1): the loss uses the multipliers lambda^(t); `after_step`
     then adds mu q^(t), with q^(t) the violations of that same forward pass (detached), so the
@@ -182,12 +183,18 @@ class ALMRegularizer(Regularizer):
         self.register_buffer("seen", torch.zeros(num_sample_ids, dtype=torch.bool))
         # float64, so that the schedule's products and comparisons are those of the official code
         self.register_buffer("mu", torch.tensor(self.mu0, dtype=torch.float64))
-        self.register_buffer("ref_auc", torch.tensor(math.nan, dtype=torch.float64))
+        self.register_buffer("ref_metric", torch.tensor(math.nan, dtype=torch.float64))
         self.register_buffer("mu_validations", torch.tensor(0))
         self.register_buffer("mu_frozen", torch.tensor(False))
         # Epoch accumulators (sum of q, constraints evaluated, constraints satisfied): logs only.
         self.register_buffer("epoch_stats", torch.zeros(3), persistent=False)
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints written before `ref_metric` had its name call it `ref_auc`: still resumable."""
+        if prefix + "ref_auc" in state_dict and prefix + "ref_metric" not in state_dict:
+            state_dict[prefix + "ref_metric"] = state_dict.pop(prefix + "ref_auc")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- the constraint ----------------------------------------------------------------------
     def pair_violations(
@@ -260,7 +267,7 @@ class ALMRegularizer(Regularizer):
         """Update mu from the epoch's validation metric by `mu_schedule` (once per epoch: one host read)."""
         if not self.active or bool(self.mu_frozen):
             return
-        val, mu, ref = float(monitored), float(self.mu), float(self.ref_auc)
+        val, mu, ref = float(monitored), float(self.mu), float(self.ref_metric)
         frozen = False
         if self.mu_schedule == "official":
             mu, ref, frozen = official_mu_step(mu, ref, val, int(self.mu_validations), self.rho, self.mu_cap,
@@ -269,7 +276,7 @@ class ALMRegularizer(Regularizer):
             mu = paper_mu_step(mu, ref, val, self.rho, self.mu_cap, self.mu_margin)
             ref = val if self.mu_compare == "previous" or math.isnan(ref) else max(ref, val)
         self.mu.fill_(mu)
-        self.ref_auc.fill_(ref)
+        self.ref_metric.fill_(ref)
         self.mu_frozen.fill_(frozen)
         self.mu_validations += 1
 
