@@ -21,7 +21,8 @@ import pytest
 
 from hightpr.errors import HightprError
 from hightpr.tables.cells import Cell, paper_cells
-from hightpr.tables.publish import render_table
+from hightpr.tables.output import json_text
+from hightpr.tables.publish import render_output, render_table
 from hightpr.tables.render import d1, tables_dir
 from hightpr.tables.results import Outcome, deployed, ensemble_path
 from hightpr.tables.runner import Context, dry_run, failure_message, format_listing, run_table
@@ -257,6 +258,11 @@ def test_an_inactive_regulariser_is_marked_and_its_claims_get_no_verdict(tmp_pat
     # (the fake runs report AUC only)
     assert "AUC: paper 7/8; ours: not informative (regulariser inactive ◦)" in alm_claim
     assert "supported" not in alm_claim
+    data = json.loads((tables_dir(ctx) / "rankreg-t1.json").read_text())     # the same verdicts, as values
+    from hightpr.tables.claims import markdown
+    assert md.rstrip().endswith("\n".join(markdown(data["claims"])))
+    alm = next(c for c in data["claims"]["claims"] if c["text"].startswith("+ALM improves on the base"))
+    assert {v["metric"]: v["outcome"] for v in alm["lines"] if v["level"] == 0}["auc"] == "inactive"
     rankreg_claim = claims.split("+RankReg improves on the base loss alone")[1].split("- **")[0]
     assert "Holm" in rankreg_claim and "not informative" not in rankreg_claim
 
@@ -304,14 +310,39 @@ def test_the_committed_cpu_runs_are_read_without_any_data(tmp_path):
     assert {"bce", "bce+alm", "bce+rankreg", "bce:sampler=dual", "bce:optimizer=sgd"} <= done, done
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "results" / "tables" / "cpu").glob("*.md")))
+def test_committed_markdown_is_a_view_of_the_committed_json(name):
+    """Each committed table's JSON is current, and its markdown prints what the JSON holds: the
+    claims block is `claims.markdown` of its verdict values, the header, the notes and every Δ."""
+    from hightpr.tables import claims
+    from hightpr.tables.output import read_data
+
+    path = ROOT / "results" / "tables" / "cpu" / f"{name}.md"
+    data, problem = read_data(path.with_suffix(".json"))
+    assert data is not None, problem
+    md = path.read_text()
+    assert data["table"] == name and data["header"] in md
+    if data["claims"] is not None:
+        block = "\n".join(["## Claims", "", *claims.markdown(data["claims"])])
+        assert md.rstrip().endswith(block)
+        assert {v["outcome"] for c in data["claims"]["claims"] for v in c["lines"]} <= set(claims.OUTCOMES)
+    for section in data["sections"]:
+        assert section["notes"] in md.split(f"## {section['name']}\n", 1)[1]
+    csv = pd.read_csv(path.with_suffix(".csv"), dtype=str, keep_default_na=False)
+    assert csv.to_dict(orient="records") == [{c: r[c] for c in data["columns"]} for r in data["rows"]]
+    for r in (r for r in data["rows"] if r["delta"]):
+        assert f"| {r['delta']} |" in md, r
+
+
 @pytest.mark.slow  # ~12 s a table (1000 bootstrap replicates per run)
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "results" / "tables" / "cpu").glob("*.md")))
 def test_committed_cpu_tables_render_to_the_same_bytes_without_any_data(name, tmp_path):
     """`make tables` on a fresh clone (no data dir at all) reproduces the committed tables."""
     path = ROOT / "results" / "tables" / "cpu" / f"{name}.md"
-    md, csv = render_table(get_spec(name), _no_data_cpu_context(tmp_path), write=False)
-    assert md == path.read_text()
-    assert csv.to_csv(index=False, lineterminator="\n") == path.with_suffix(".csv").read_text()
+    out = render_output(get_spec(name), _no_data_cpu_context(tmp_path), write=False)
+    assert out.md == path.read_text()
+    assert out.csv.to_csv(index=False, lineterminator="\n") == path.with_suffix(".csv").read_text()
+    assert json_text(out.data) == path.with_suffix(".json").read_text()
 
 
 def test_training_under_the_bar_shows_its_epochs_and_warnings_only(caplog):

@@ -5,7 +5,7 @@
     list                                                              every table and figure
 
 NAME is `rankreg-t1` ... `alm-t16`, `almv1-t8`, `rankreg-f3`, `rankreg-f4`. Outputs:
-`results/tables/<scale>/<name>.{md,csv}` (figures also `.png`); runs: `results/runs/<scale>/`.
+`results/tables/<scale>/<name>.{md,csv,json}` (figures also `.png`); runs: `results/runs/<scale>/`.
 docs/tables.md describes the scales, the data each table uses and the layout of results/.
 """
 

@@ -10,6 +10,10 @@ only by two one-sided tests (TOST, Holm-adjusted over the table's equivalence te
 with its interval. A claim holds ("supported") where most of its pairs are significant in its
 direction; a pair in which a row's regulariser never switched on (`results.Outcome.activity`)
 is not informative and gets no verdict.
+
+Every evidence line is a value first (`evaluate`: a dict with its `kind`, its `outcome` code and
+the numbers behind it, tests included) and a sentence second (`sentence`, the one function that
+words a value): the markdown prints the sentences, the table's JSON keeps the values.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 from hightpr.metrics.comparison import holm
 from hightpr.tables.cells import Cell
+from hightpr.tables.output import plain
 from hightpr.tables.results import evidence
 
 ALPHA = 0.05
@@ -40,7 +45,10 @@ def margin(metric: str) -> float | None:
     if metric.startswith("fpr@"):
         return MARGINS["fpr"]
     return None
-Line = str | Callable[[], str]
+
+
+# An evidence line: its value now, or (when it needs the Holm-adjusted family) a function giving it.
+Line = dict | Callable[[], dict]
 
 
 def higher_is_better(metric: str) -> bool:
@@ -84,37 +92,71 @@ class Test:
         """Within ± the margin by TOST after Holm (never where no margin is stated)."""
         return self.ev is not None and self.p_equiv_adj <= ALPHA
 
-    def word(self) -> str:
-        """What the test showed of a against b: better, worse, equivalent, or not distinguishable."""
+    def outcome(self) -> str:
+        """What the test showed of a against b: better, worse, equivalent, not_distinguishable
+        (not_comparable: the rows were not tested on the same samples)."""
+        if self.ev is None:
+            return "not_comparable"
         if self.favours():
             return "better"
         if self.favours(-1):
             return "worse"
-        if self.equivalent():
-            return f"equivalent within ±{self.ev['margin']:g}"
-        return "not distinguishable at this budget"
+        return "equivalent" if self.equivalent() else "not_distinguishable"
+
+    def value(self, a: str = "", b: str = "", statistic: str = "Δ") -> dict:
+        """The test as a value (`test_text` words it): the rows, the statistic and its interval, p
+        before and after Holm, TOST where a margin is stated, the like-with-like cut, the noise."""
+        out = {"a": a, "b": b, "metric": self.metric, "statistic": statistic, "outcome": self.outcome()}
+        ev = self.ev
+        if ev is None:
+            return out
+        out.update({k: ev[k] for k in ("diff", "lo", "hi", "p", "se", "df", "noise") if k in ev},
+                   p_holm=self.p_adj, values=ev.get("values"), members=ev.get("members"))
+        if ev.get("truncated"):
+            out["like_with_like"] = ev["members"][0]
+        if "p_equiv" in ev:
+            out.update(margin=ev["margin"], p_equiv=ev["p_equiv"], p_equiv_holm=self.p_equiv_adj)
+        return plain(out)
+
+    def word(self) -> str:
+        """What the test showed of a against b: better, worse, equivalent, or not distinguishable."""
+        return word(self.value())
 
     def text(self, name: str = "Δ") -> str:
-        if self.ev is None:
-            return "not comparable (different test samples)"
-        ev = self.ev
-        at = ""
-        if ev.get("truncated"):
-            k = ev["members"][0]
-            vals = ev["values"]
-            at = (f"at {k} members each, {vals[0]:.1f} vs {vals[1]:.1f}: " if len(vals) == 2
-                  else f"at {k} members each: ")
-        out = (f"{at}{name} {ev['diff']:+.2f}, 95% CI [{ev['lo']:+.2f}, {ev['hi']:+.2f}], "
-               f"p {_p(ev['p'])}, Holm {_p(self.p_adj)}")
-        if "p_equiv" in ev:
-            out += f", TOST ±{ev['margin']:g} Holm {_p(self.p_equiv_adj)}"
-        return out
+        return test_text(self.value(statistic=name))
 
 
-def _p(p: float) -> str:
+def word(test: dict) -> str:
+    """A test value's outcome in words: better, worse, equivalent within ±m, not distinguishable."""
+    got = test["outcome"]
+    if got in ("better", "worse"):
+        return got
+    if got == "equivalent":
+        return f"equivalent within ±{test['margin']:g}"
+    return "not distinguishable at this budget"
+
+
+def test_text(test: dict) -> str:
+    """A test value as printed: the numbers compared when cut like with like, the statistic, its
+    95% interval, p and Holm's p, and TOST's Holm p where a margin is stated."""
+    if test["outcome"] == "not_comparable":
+        return "not comparable (different test samples)"
+    at = ""
+    if test.get("like_with_like"):
+        k, vals = test["like_with_like"], test["values"]
+        at = (f"at {k} members each, {vals[0]:.1f} vs {vals[1]:.1f}: " if len(vals) == 2
+              else f"at {k} members each: ")
+    out = (f"{at}{test['statistic']} {test['diff']:+.2f}, 95% CI [{test['lo']:+.2f}, {test['hi']:+.2f}], "
+           f"p {_p(test['p'])}, Holm {_p(test['p_holm'])}")
+    if "p_equiv" in test:
+        out += f", TOST ±{test['margin']:g} Holm {_p(test['p_equiv_holm'])}"
+    return out
+
+
+def _p(p: float | None) -> str:
     """A p-value to 2 significant digits; below P_FLOOR said as such (the t reference's far tail
     is not worth more digits)."""
-    if not math.isfinite(p):
+    if p is None or not math.isfinite(p):
         return "n/a"
     return f"< {P_FLOOR:g}" if p < P_FLOOR else f"{p:.2g}"
 
@@ -158,53 +200,110 @@ def inactive(view, cell: Cell) -> bool:
 
 
 # -- the claims block ---------------------------------------------------------------------------------
-def block(view) -> list[str]:
-    """Markdown of the table's claims: header with the statistics used, then each claim."""
+def evaluate(view) -> dict:
+    """The table's claims as values: `intro` (the statistics used: tests, equivalence tests,
+    bootstrap replicates, α, margins) and `claims`, each its `text`, `kind` and evidence `lines`
+    (values, `sentence` words them), after Holm over the table's family."""
     family = Family(view)
     fns = {"better": _better, "best": _best, "avg_delta": _avg_delta, "ensemble": _ensemble,
            "significant": _significant_claim, "noise": _better, "nearer": _nearer, "controls": _controls}
     parts = [(claim, fns[claim["kind"]](claim, view, family)) for claim in view.spec.claims]
     family.adjust()
-    n = sum(t.ev is not None for t in family.tests)
-    lines = ["What the paper concludes from this table, on our numbers. Each comparison: the difference "
-             "of the two rows' ensembles, with a standard error over members (training seeds: the "
-             "statistic on disjoint groups of members, rows paired seed by seed) and over test samples "
-             f"({view.n_boot} bootstrap replicates, members fixed, rows paired on the same samples; rows "
-             "of single models: test samples only), on a t reference (docs/evaluation.md); two-sided, "
-             f"α = {ALPHA}, Holm-corrected over the {n} tests of this table (the family is the table). "
-             "Rows of different ensemble sizes are compared like with like: each with its first members "
-             "(seeds 1, 2, ...) down to the smaller size, since more members make a better ensemble "
-             "whatever the method; the numbers compared are then printed with the test. "
-             f"*Equivalent*: both one-sided tests (TOST) reject a difference of the margin or more "
-             f"(AUC ±{MARGINS['auc']:g}, FPR ±{MARGINS['fpr']:g} points), Holm over the table's "
-             f"{family.equivalence_tests} equivalence tests; otherwise *not distinguishable at this "
-             "budget*, with the interval. *supported*: most pairs significant in the claimed direction "
-             f"after Holm. A row marked {INACTIVE} had a regulariser term below 1% of its base loss in "
-             "every epoch: its pairs are not informative.", ""]
-    for claim, got in parts:
-        lines.append(f"- **{claim.get('text', claim['kind'])}**")
-        for line in got:
-            text = line() if callable(line) else line
-            lines.append(f"    - {text[1:]}" if text.startswith("\t") else f"  - {text}")
+    intro = {"tests": sum(t.ev is not None for t in family.tests),
+             "equivalence_tests": family.equivalence_tests, "bootstrap": view.n_boot, "alpha": ALPHA,
+             "margins": dict(MARGINS)}
+    claims = [{"text": claim.get("text", claim["kind"]), "kind": claim["kind"],
+               "lines": [plain({"level": 0, **(line() if callable(line) else line)}) for line in got]}
+              for claim, got in parts]
+    return plain({"intro": intro, "claims": claims})
+
+
+def intro_text(intro: dict) -> str:
+    """The claims' header: how each comparison is tested and what the verdict words mean."""
+    return ("What the paper concludes from this table, on our numbers. Each comparison: the difference "
+            "of the two rows' ensembles, with a standard error over members (training seeds: the "
+            "statistic on disjoint groups of members, rows paired seed by seed) and over test samples "
+            f"({intro['bootstrap']} bootstrap replicates, members fixed, rows paired on the same samples; "
+            "rows of single models: test samples only), on a t reference (docs/evaluation.md); two-sided, "
+            f"α = {intro['alpha']}, Holm-corrected over the {intro['tests']} tests of this table (the "
+            "family is the table). Rows of different ensemble sizes are compared like with like: each with "
+            "its first members (seeds 1, 2, ...) down to the smaller size, since more members make a better "
+            "ensemble whatever the method; the numbers compared are then printed with the test. "
+            f"*Equivalent*: both one-sided tests (TOST) reject a difference of the margin or more "
+            f"(AUC ±{intro['margins']['auc']:g}, FPR ±{intro['margins']['fpr']:g} points), Holm over the "
+            f"table's {intro['equivalence_tests']} equivalence tests; otherwise *not distinguishable at this "
+            "budget*, with the interval. *supported*: most pairs significant in the claimed direction "
+            f"after Holm. A row marked {INACTIVE} had a regulariser term below 1% of its base loss in "
+            "every epoch: its pairs are not informative.")
+
+
+def markdown(result: dict) -> list[str]:
+    """Markdown of evaluated claims (`evaluate`): the header, then each claim and its lines."""
+    lines = [intro_text(result["intro"]), ""]
+    for claim in result["claims"]:
+        lines.append(f"- **{claim['text']}**")
+        lines += [("    - " if line["level"] else "  - ") + sentence(line) for line in claim["lines"]]
     return lines
+
+
+def block(view) -> list[str]:
+    """Markdown of the table's claims: header with the statistics used, then each claim."""
+    return markdown(evaluate(view))
+
+
+OUTCOMES = ("supported", "not_supported", "other_way", "equivalent", "not_best", "not_distinguishable",
+            "tied", "not_significant", "undecided", "nearer", "control_worse", "control_equivalent",
+            "heading", "inactive", "not_run", "no_verdict")
+
+
+def _outcome(k: int, n: int, significant: int, against: int = 0, uninformative: int = 0,
+             equivalent: int = 0) -> str:
+    """k of n pairs in the claimed direction, `significant` of them significant after Holm,
+    `against` significantly the other way, `equivalent` shown equal within the margin (TOST);
+    `uninformative` pairs left out (inactive regulariser): one of OUTCOMES."""
+    if n == 0:
+        return "inactive" if uninformative else "not_run"
+    if 2 * significant > n:
+        return "supported"
+    if against:
+        return "other_way"
+    if 2 * equivalent > n:
+        return "equivalent"
+    return "not_distinguishable"
+
+
+def _verdict_text(outcome: str, against: int = 0, direction: str = "claimed") -> str:
+    """A pair count's verdict (`_outcome`) in words."""
+    side = "ours in the claimed direction" if direction == "claimed" else "ours the other way or tied"
+    return {"inactive": "not informative (regulariser inactive)", "not_run": "not run",
+            "supported": "supported", "other_way": f"NOT supported ({against} significantly the other way)",
+            "equivalent": "NOT supported (equivalent within the margin)",
+            "not_distinguishable": f"not distinguishable at this budget ({side})"}[outcome]
 
 
 def _verdict(k: int, n: int, significant: int, against: int = 0, uninformative: int = 0,
              equivalent: int = 0) -> str:
-    """k of n pairs in the claimed direction, `significant` of them significant after Holm,
-    `against` significantly the other way, `equivalent` shown equal within the margin (TOST);
-    `uninformative` pairs left out (inactive regulariser)."""
-    if n == 0:
-        return "not informative (regulariser inactive)" if uninformative else "not run"
-    if 2 * significant > n:
-        return "supported"
-    if against:
-        return f"NOT supported ({against} significantly the other way)"
-    if 2 * equivalent > n:
-        return "NOT supported (equivalent within the margin)"
-    if 2 * k > n:
-        return "not distinguishable at this budget (ours in the claimed direction)"
-    return "not distinguishable at this budget (ours the other way or tied)"
+    """The verdict on k of n pairs in words (see `_outcome`)."""
+    outcome = _outcome(k, n, significant, against, uninformative, equivalent)
+    return _verdict_text(outcome, against, "claimed" if 2 * k > n else "other")
+
+
+def sentence(line: dict) -> str:
+    """An evidence line's value (`evaluate`) as the sentence the markdown and the site print."""
+    return _SENTENCES[line["kind"]](line)
+
+
+def _count(pair: list[int] | None) -> str:
+    return f"{pair[0]}/{pair[1]}"
+
+
+def _empty_sentence(line: dict) -> str:
+    return {"no_rows": "no rows to compare", "not_run": "not run", "no_control": "no control run",
+            "no_avg_row": "no Avg.Δ row"}[line["reason"]]
+
+
+def _empty(reason: str) -> dict:
+    return {"kind": "empty", "outcome": "not_run", "reason": reason}
 
 
 def _filter(spec) -> dict:
@@ -250,19 +349,23 @@ def _better(claim: dict, view, family: Family) -> list[Line]:
         got = [line for metric in (claim.get("metrics") or view.comparable)
                if (line := _better_metric(swapped, metric, view, family, paper=False))]
         if got:
-            lines.append(f"with {label} in place of the paper's row:")
+            lines.append({"kind": "substitute", "outcome": "heading", "row": label})
             lines += [_indent(line) for line in got]
-    return lines or ["no rows to compare"]
+    return lines or [_empty("no_rows")]
 
 
 def _indent(line: Line) -> Line:
-    """A line nested under the previous one (`block` indents it)."""
-    return (lambda: "\t" + line()) if callable(line) else "\t" + line
+    """A line nested under the previous one (one level deeper)."""
+    return (lambda: {**line(), "level": 1}) if callable(line) else {**line, "level": 1}
+
+
+def _substitute_sentence(line: dict) -> str:
+    return f"with {line['row']} in place of the paper's row:"
 
 
 def _better_metric(pairs, metric: str, view, family: Family, paper: bool) -> Line | None:
     kp = np_ = ko = 0
-    tests: list[Test] = []
+    tests: list[tuple[Test, Cell, Cell]] = []
     left_out = 0
     for ca, cb in pairs:
         pa, pb = view.paper(ca, metric), view.paper(cb, metric)
@@ -277,30 +380,38 @@ def _better_metric(pairs, metric: str, view, family: Family, paper: bool) -> Lin
             continue
         test = family.pair(ca, cb, metric)
         ko += better(test.ev["diff"], 0.0, metric) if test.ev else better(oa, ob, metric)
-        tests.append(test)
+        tests.append((test, ca, cb))
     if np_ == 0 and not tests and not left_out:
         return None
-    no = len(tests)
 
-    def p_text() -> str:
-        return (f"paper {kp}/{np_}" if np_ else "paper: not in the table") if paper else "ours only"
+    def value() -> dict:
+        sig = sum(t.favours() for t, _, _ in tests)
+        against = sum(t.favours(-1) for t, _, _ in tests)
+        same = sum(t.equivalent() for t, _, _ in tests)
+        no = len(tests)
+        outcome = "inactive" if not tests and left_out else _outcome(ko, no, sig, against, left_out, same)
+        return {"kind": "better", "outcome": outcome, "metric": metric,
+                "paper": [int(kp), np_] if paper else None, "ours": [int(ko), no],
+                "direction": "claimed" if 2 * ko > no else "other", "significant": sig, "against": against,
+                "equivalent": same, "left_out": left_out,
+                "tests": [t.value(a.label, b.label) for t, a, b in tests]}
 
-    def text() -> str:
-        if not tests and left_out:
-            return (f"{metric_name(metric)}: {p_text()}; ours: not informative (regulariser inactive "
-                    f"{INACTIVE})")
-        sig = sum(t.favours() for t in tests)
-        against = sum(t.favours(-1) for t in tests)
-        p = p_text()
-        one = f"; {tests[0].text()}" if no == 1 else ""
-        out = f"{metric_name(metric)}: {p}; ours {ko}/{no} ({sig} significant{one})"
-        if left_out:
-            pairs = f"{left_out} pair{'s' * (left_out != 1)}"
-            out += f"; {pairs} with an inactive regulariser ({INACTIVE}) left out"
-        same = sum(t.equivalent() for t in tests)
-        return f"{out}: {_verdict(ko, no, sig, against, left_out, same)}"
+    return value
 
-    return text
+
+def _better_sentence(line: dict) -> str:
+    paper = line["paper"]
+    p = ("ours only" if paper is None else f"paper {_count(paper)}" if paper[1]
+         else "paper: not in the table")
+    name = metric_name(line["metric"])
+    if line["outcome"] == "inactive" and not line["tests"]:
+        return f"{name}: {p}; ours: not informative (regulariser inactive {INACTIVE})"
+    one = f"; {test_text(line['tests'][0])}" if len(line["tests"]) == 1 else ""
+    out = f"{name}: {p}; ours {_count(line['ours'])} ({line['significant']} significant{one})"
+    if line["left_out"]:
+        n = line["left_out"]
+        out += f"; {n} pair{'s' * (n != 1)} with an inactive regulariser ({INACTIVE}) left out"
+    return f"{out}: {_verdict_text(line['outcome'], line['against'], line['direction'])}"
 
 
 def _best(claim: dict, view, family: Family) -> list[Line]:
@@ -328,18 +439,38 @@ def _best(claim: dict, view, family: Family) -> list[Line]:
                 continue
             quiet = obest is not None and inactive(view, t)
             test = family.pair(t, runner, metric) if obest is not None and not quiet else None
-            paper = {None: "not in the table", "yes": "best", "tied": "tied best", "no": "not best"}[pbest]
-            ours = {None: "not run", "yes": "best", "tied": "tied best", "no": "NOT best"}[obest]
-            if quiet:
-                ours = f"not informative (regulariser inactive {INACTIVE})"
 
-            def text(section=section, metric=metric, paper=paper, ours=ours, test=test, runner=runner):
-                evidence = f" (vs {runner.label}: {test.text()})" if test is not None and test.ev else ""
-                if test is not None and test.ev and ours == "best" and not test.favours():
-                    ours = "highest, not distinguishable from the runner-up at this budget"
-                return f"{section}, {metric_name(metric)}: paper {paper}; ours {ours}{evidence}"
-            lines.append(text)
-    return lines or ["no rows to compare"]
+            def value(section=section, metric=metric, pbest=pbest, obest=obest, quiet=quiet, test=test,
+                      runner=runner, t=t) -> dict:
+                tested = test.value(t.label, runner.label) if test is not None else None
+                if quiet:
+                    outcome = "inactive"
+                elif obest is None:
+                    outcome = "not_run"
+                elif obest != "yes":
+                    outcome = {"no": "not_best", "tied": "tied"}[obest]
+                elif tested is not None and tested["outcome"] not in ("not_comparable", "better"):
+                    outcome = "not_distinguishable"
+                else:
+                    outcome = "supported"
+                return {"kind": "best", "outcome": outcome, "section": section, "metric": metric,
+                        "paper": pbest, "ours": obest, "runner": runner.label if runner else None,
+                        "test": tested}
+            lines.append(value)
+    return lines or [_empty("no_rows")]
+
+
+def _best_sentence(line: dict) -> str:
+    paper = {None: "not in the table", "yes": "best", "tied": "tied best", "no": "not best"}[line["paper"]]
+    ours = {None: "not run", "yes": "best", "tied": "tied best", "no": "NOT best"}[line["ours"]]
+    if line["outcome"] == "inactive":
+        ours = f"not informative (regulariser inactive {INACTIVE})"
+    test = line["test"]
+    shown = test is not None and test["outcome"] != "not_comparable"
+    evidence = f" (vs {line['runner']}: {test_text(test)})" if shown else ""
+    if shown and ours == "best" and test["outcome"] != "better":
+        ours = "highest, not distinguishable from the runner-up at this budget"
+    return f"{line['section']}, {metric_name(line['metric'])}: paper {paper}; ours {ours}{evidence}"
 
 
 def _avg_delta(claim: dict, view, family: Family) -> list[Line]:
@@ -348,28 +479,41 @@ def _avg_delta(claim: dict, view, family: Family) -> list[Line]:
     for section in view.sections:
         losses = len({c.base_loss for c in view.cells if c.section == section and not c.extra})
         for metric, (paper, ours, n, same) in view.avg_deltas.get(section, {}).items():
-            p = "paper: not printed" if paper is None else f"paper {paper:+.1f} (its {losses} losses)"
-            if same is not None and n != losses:
-                p += f", {same:+.1f} over the same {n} loss{'es' * (n != 1)} as ours"
+            facts = {"kind": "avg_delta", "section": section, "metric": metric, "paper": paper,
+                     "losses": losses, "paper_same": same, "n": n, "ours": ours}
             if ours is None:
-                lines.append(f"{section}, {metric}: {p}; ours: not run")
+                lines.append({**facts, "outcome": "not_run", "test": None, "inactive_alm": ""})
                 continue
             test, quiet = _d1_test(view, family, section, metric)
-            o = f"ours {ours:+.2f} (mean over {n} loss{'es' * (n != 1)})"
-            note = (f"; +ALM inactive ({INACTIVE}) in {quiet}: 'the better of base and +ALM' is in effect "
-                    "the base there") if quiet else ""
 
-            def text(section=section, metric=metric, p=p, o=o, test=test, note=note, ours=ours):
+            def value(facts=facts, test=test, quiet=quiet, ours=ours) -> dict:
                 if test.favours():
-                    verdict = "supported"
+                    outcome = "supported"
                 elif test.favours(-1):
-                    verdict = "NOT supported (significantly the other way)"
+                    outcome = "other_way"
                 else:
-                    side = "ours in the claimed direction" if ours > 0 else "ours the other way or tied"
-                    verdict = f"not distinguishable at this budget ({side})"
-                return f"{section}, {metric}: {p}; {o}; {test.text('D1')}{note}: {verdict}"
-            lines.append(text)
-    return lines or ["no Avg.Δ row"]
+                    outcome = "not_distinguishable"
+                return {**facts, "outcome": outcome, "direction": "claimed" if ours > 0 else "other",
+                        "test": test.value(statistic="D1"), "inactive_alm": quiet}
+            lines.append(value)
+    return lines or [_empty("no_avg_row")]
+
+
+def _avg_delta_sentence(line: dict) -> str:
+    paper, losses, same, n = line["paper"], line["losses"], line["paper_same"], line["n"]
+    p = "paper: not printed" if paper is None else f"paper {paper:+.1f} (its {losses} losses)"
+    if same is not None and n != losses:
+        p += f", {same:+.1f} over the same {n} loss{'es' * (n != 1)} as ours"
+    head = f"{line['section']}, {line['metric']}: {p}"
+    if line["ours"] is None:
+        return f"{head}; ours: not run"
+    o = f"ours {line['ours']:+.2f} (mean over {n} loss{'es' * (n != 1)})"
+    quiet = line["inactive_alm"]
+    note = (f"; +ALM inactive ({INACTIVE}) in {quiet}: 'the better of base and +ALM' is in effect "
+            "the base there") if quiet else ""
+    verdict = {"supported": "supported", "other_way": "NOT supported (significantly the other way)"}.get(
+        line["outcome"]) or _verdict_text("not_distinguishable", direction=line["direction"])
+    return f"{head}; {o}; {test_text(line['test'])}{note}: {verdict}"
 
 
 def d1(values: dict[tuple[str, str], float], metric: str) -> tuple[float, int] | None:
@@ -433,8 +577,14 @@ def _ensemble(claim: dict, view, family: Family) -> list[Line]:
         oe, oa = view.ours(c, "auc_ens"), view.ours(c, "auc_avg")
         if oe is not None and oa is not None:
             no, ko = no + 1, ko + (oe > oa)
-    verdict = "not run" if no == 0 else "no verdict: a count of rows, not a test"
-    return [f"rows with ensembled AUC > members' average AUC: paper {kp}/{np_}; ours {ko}/{no}: {verdict}"]
+    return [{"kind": "ensemble", "outcome": "not_run" if no == 0 else "no_verdict",
+             "paper": [int(kp), np_], "ours": [int(ko), no]}]
+
+
+def _ensemble_sentence(line: dict) -> str:
+    verdict = "not run" if line["outcome"] == "not_run" else "no verdict: a count of rows, not a test"
+    return (f"rows with ensembled AUC > members' average AUC: paper {_count(line['paper'])}; "
+            f"ours {_count(line['ours'])}: {verdict}")
 
 
 def _significant_claim(claim: dict, view, family: Family) -> list[Line]:
@@ -452,12 +602,20 @@ def _significant_claim(claim: dict, view, family: Family) -> list[Line]:
         no += 1
         ko += ev["p"] <= ALPHA and ev["diff"] > 0
     if no == 0:
-        verdict = "not informative (regulariser inactive)" if left_out else "not run"
+        outcome = "inactive" if left_out else "not_run"
     else:
-        verdict = "supported" if 2 * ko > no else "NOT supported"
-    skipped = f"; {left_out} with an inactive regulariser ({INACTIVE}) left out" if left_out else ""
-    return [f"rows whose AUC gain passes DeLong (p <= {ALPHA}, test samples only, as the paper): "
-            f"paper {kp}/{np_} (marked *); ours {ko}/{no}{skipped}: {verdict}"]
+        outcome = "supported" if 2 * ko > no else "not_supported"
+    return [{"kind": "significant", "outcome": outcome, "alpha": ALPHA, "paper": [int(kp), np_],
+             "ours": [int(ko), no], "left_out": left_out}]
+
+
+def _significant_sentence(line: dict) -> str:
+    n = line["left_out"]
+    skipped = f"; {n} with an inactive regulariser ({INACTIVE}) left out" if n else ""
+    verdict = {"inactive": "not informative (regulariser inactive)", "not_run": "not run",
+               "supported": "supported", "not_supported": "NOT supported"}[line["outcome"]]
+    return (f"rows whose AUC gain passes DeLong (p <= {line['alpha']}, test samples only, as the paper): "
+            f"paper {_count(line['paper'])} (marked *); ours {_count(line['ours'])}{skipped}: {verdict}")
 
 
 def _nearer(claim: dict, view, family: Family) -> list[Line]:
@@ -478,16 +636,24 @@ def _nearer(claim: dict, view, family: Family) -> list[Line]:
                           name=f"nearer {p}")
             test = family.add(ev, metric)
 
-            def text(metric=metric, p=p, a=a, b=b, test=test, section=other.section):
+            def value(metric=metric, p=p, a=a, b=b, test=test, section=other.section, base=base,
+                      other=other) -> dict:
                 d = test.ev["diff"] if test.ev else abs(a - p) - abs(b - p)
-                winner = names[1] if d > 0 else names[0]
-                sig = test.ev is not None and test.p_adj <= ALPHA and d != 0
-                verdict = f"{winner} nearer" + ("" if sig else " (not significant)")
-                return (f"{section}, {metric_name(metric)}: {names[0]} {a:.1f}, {names[1]} {b:.1f}, paper "
-                        f"{p:.1f}; {test.text('|' + names[0] + ' − paper| − |' + names[1] + ' − paper|')}"
-                        f": {verdict}")
-            lines.append(text)
-    return lines or ["not run"]
+                sig = bool(test.ev is not None and test.p_adj <= ALPHA and d != 0)
+                statistic = "|" + names[0] + " − paper| − |" + names[1] + " − paper|"
+                return {"kind": "nearer", "outcome": "nearer" if sig else "not_significant",
+                        "section": section, "metric": metric, "names": list(names), "a": a, "b": b,
+                        "paper": p, "difference": d, "winner": names[1] if d > 0 else names[0],
+                        "test": test.value(base.label, other.label, statistic)}
+            lines.append(value)
+    return lines or [_empty("not_run")]
+
+
+def _nearer_sentence(line: dict) -> str:
+    names = line["names"]
+    verdict = f"{line['winner']} nearer" + ("" if line["outcome"] == "nearer" else " (not significant)")
+    return (f"{line['section']}, {metric_name(line['metric'])}: {names[0]} {line['a']:.1f}, {names[1]} "
+            f"{line['b']:.1f}, paper {line['paper']:.1f}; {test_text(line['test'])}: {verdict}")
 
 
 def _controls(claim: dict, view, family: Family) -> list[Line]:
@@ -506,26 +672,43 @@ def _controls(claim: dict, view, family: Family) -> list[Line]:
             tests = [(m, family.pair(control, method, m)) for m in view.comparable
                      if view.ours(control, m) is not None and view.ours(method, m) is not None]
 
-            def text(control=control, method=method, tests=tests):
-                parts, words = [], []
-                for m, t in tests:
-                    words.append(t.word())
-                    shown = "" if t.ev and t.ev.get("truncated") else \
-                        f" {view.ours(control, m):.1f} vs {view.ours(method, m):.1f}"
-                    parts.append(f"{metric_name(m)}{shown} ({t.text()}): {words[-1]}")
-                worse = sum(w == "worse" for w in words)
-                same = sum(w.startswith("equivalent") for w in words)
+            def value(control=control, method=method, tests=tests) -> dict:
+                metrics = [{"metric": m, "ours": [view.ours(control, m), view.ours(method, m)],
+                            "test": t.value(control.label, method.label)} for m, t in tests]
+                outcomes = [m["test"]["outcome"] for m in metrics]
+                worse = sum(o == "worse" for o in outcomes)
                 if not tests:
-                    finding = "no metric to compare"
+                    outcome = "not_run"
                 elif worse:
-                    finding = f"significantly worse than {method.label} on {worse} of {len(tests)} metrics"
-                elif same == len(tests):
-                    finding = (f"equivalent to {method.label} on every metric within the margins: the "
-                               "simpler change explains the method's gain at this budget")
+                    outcome = "control_worse"
+                elif all(o == "equivalent" for o in outcomes):
+                    outcome = "control_equivalent"
                 else:
-                    finding = (f"not distinguishable from {method.label} at this budget, and not shown "
-                               "equivalent: whether the simpler change explains the method's gain is not "
-                               "decided")
-                return f"{control.label} against {method.label}: " + "; ".join(parts) + f". **{finding}**"
-            lines.append(text)
-    return lines or ["no control run"]
+                    outcome = "undecided"
+                return {"kind": "controls", "outcome": outcome, "control": control.label,
+                        "method": method.label, "worse": worse, "metrics": metrics}
+            lines.append(value)
+    return lines or [_empty("no_control")]
+
+
+def _controls_sentence(line: dict) -> str:
+    parts = []
+    for m in line["metrics"]:
+        t = m["test"]
+        shown = "" if t.get("like_with_like") else f" {m['ours'][0]:.1f} vs {m['ours'][1]:.1f}"
+        parts.append(f"{metric_name(m['metric'])}{shown} ({test_text(t)}): {word(t)}")
+    method, n = line["method"], len(line["metrics"])
+    finding = {
+        "not_run": "no metric to compare",
+        "control_worse": f"significantly worse than {method} on {line['worse']} of {n} metrics",
+        "control_equivalent": (f"equivalent to {method} on every metric within the margins: the simpler "
+                               "change explains the method's gain at this budget"),
+        "undecided": (f"not distinguishable from {method} at this budget, and not shown equivalent: whether "
+                      "the simpler change explains the method's gain is not decided")}[line["outcome"]]
+    return f"{line['control']} against {method}: " + "; ".join(parts) + f". **{finding}**"
+
+
+_SENTENCES: dict[str, Callable[[dict], str]] = {
+    "better": _better_sentence, "substitute": _substitute_sentence, "best": _best_sentence,
+    "avg_delta": _avg_delta_sentence, "ensemble": _ensemble_sentence, "significant": _significant_sentence,
+    "nearer": _nearer_sentence, "controls": _controls_sentence, "empty": _empty_sentence}

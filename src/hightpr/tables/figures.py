@@ -1,6 +1,6 @@
 """RankReg's figures from saved runs: Fig. 3 (ROC curves) and Fig. 4 (FPR against label noise).
 
-`results/tables/<scale>/rankreg-f3.{png,md,csv}` and `rankreg-f4.{png,md,csv}`. The paper's
+`results/tables/<scale>/rankreg-f3.{png,md,csv,json}` and `rankreg-f4.{png,md,csv,json}`. The paper's
 figures are plots, not numbers, so there is no paper column; the markdown lists our points with
 their 95% intervals (members and test samples) and checks the figure's claim.
 """
@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from hightpr.plots import plot_roc
 from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell
-from hightpr.tables.render import CSV_COLUMNS, TableView, not_run_reasons, tables_dir
+from hightpr.tables.output import TableOutput
+from hightpr.tables.render import CSV_COLUMNS, TableView, not_run_reasons, table_data, tables_dir
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec
 
@@ -41,7 +42,8 @@ def _rows(view: TableView, metrics) -> list[dict]:
                         "ours_ci_high": f"{lo_hi[1]:.2f}" if lo_hi else "",
                         "members": str(o.members) if o else "", "scale": view.ctx.scale.name,
                         "paper_note": "", "ours_note": "",
-                        "ours_only": "", "selected": view.selected(cell), "run": o.key if o else ""})
+                        "ours_only": "", "selected": view.selected(cell), "run": o.key if o else "",
+                        "delta": "", "mark": ""})
     return out
 
 
@@ -73,12 +75,16 @@ def _png(fig: Figure, path) -> None:
     fig.savefig(path, metadata=PNG_META)
 
 
-def render_figure(spec: TableSpec, ctx: Context, write: bool = True) -> tuple[str, pd.DataFrame]:
+def render_figure(spec: TableSpec, ctx: Context, write: bool = True) -> TableOutput:
+    """A figure's PNG, markdown (our points, the claim), tidy CSV and JSON under results/tables/<scale>/."""
     view = TableView(spec, ctx)
     metrics = ROC_METRICS if spec.kind == "roc" else spec.metrics
     view.columns = list(metrics)
-    csv = pd.DataFrame(_rows(view, metrics), columns=CSV_COLUMNS)
-    lines = _header(view) + [f"![{spec.title}]({spec.name}.png)", ""]
+    rows = _rows(view, metrics)
+    csv = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    claims = claims_mod.evaluate(view) if spec.claims else None
+    header = _header(view)
+    lines = header + [f"![{spec.title}]({spec.name}.png)", ""]
     head = ["run", *(claims_mod.metric_name(m) for m in metrics), "selected"]
     lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for cell in view.visible:
@@ -93,18 +99,18 @@ def render_figure(spec: TableSpec, ctx: Context, write: bool = True) -> tuple[st
             label = Cell(cell.dataset, cell.classes, cell.ratio, cell.base_loss, cell.reg).label \
                 + f", η = {_eta(cell.variant):g}"
         lines.append("| " + " | ".join([label, *vals, view.selected(cell)]) + " |")
-    if spec.claims:
-        lines += ["", "## Claims", "", *claims_mod.block(view)]
+    if claims is not None:
+        lines += ["", "## Claims", "", *claims_mod.markdown(claims)]
     md = "\n".join(lines).rstrip() + "\n"
+    result = TableOutput(md, csv, table_data(view, header, rows, claims))
     if write:
         out = tables_dir(ctx)
         out.mkdir(parents=True, exist_ok=True)
         fig = _roc(view) if spec.kind == "roc" else _noise(view, metrics)
         if fig is not None:
             _png(fig, out / f"{spec.name}.png")
-        (out / f"{spec.name}.md").write_text(md)
-        csv.to_csv(out / f"{spec.name}.csv", index=False, lineterminator="\n")
-    return md, csv
+        result.write(out, spec.name)
+    return result
 
 
 def _roc(view: TableView) -> Figure | None:

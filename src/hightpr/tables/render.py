@@ -1,12 +1,15 @@
-"""Render a table from saved runs beside the paper's: `results/tables/<scale>/<name>.{md,csv}`.
+"""Render a table from saved runs beside the paper's: `results/tables/<scale>/<name>.{md,csv,json}`.
 
 Reads only (results/paper/ and the scale's pool results/runs/<scale>/); trains nothing. The
 markdown shows ours | paper | Δ per metric with the paper's bold/underline marks and our best
 per block in bold, the Avg.Δ row recomputed by definition D1, DeLong p where the paper has a
 significance table, the rows ours only, the selected hyper-parameters and the claims block.
 The CSV is tidy: the paper CSV's key columns, `paper` (the printed string), `ours` (percent),
-its 95% interval (members and test samples), members, scale. The output depends on nothing but the saved runs,
-so rendering twice gives the same bytes.
+its 95% interval (members and test samples), members, scale. The JSON (`table_data`) holds the
+same rows with Δ and our best-of-block mark, each section's notes, the header and the claims'
+verdicts as values (`claims.evaluate`): Δ and the verdicts are computed here once, and the markdown
+and the site are views of them. The output depends on nothing but the saved runs, so rendering
+twice gives the same bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from hightpr.regularizers.activity import ACTIVE_RATIO
 from hightpr.tables import claims as claims_mod
 from hightpr.tables.cells import Cell, paper_cells, plan
 from hightpr.tables.claims import compared_metric, d1
+from hightpr.tables.output import FORMAT, TableOutput
 from hightpr.tables.paper import KEYS, as_float, decimals, load_paper
 from hightpr.tables.results import (
     Outcome,
@@ -107,6 +111,17 @@ class TableView:
         if self.hparam:
             return self.used_hparam(out, column)
         return value(out, column)
+
+    def has_delta(self, column: str) -> bool:
+        """Whether a column prints Δ = ours − paper (not hyper-parameters, not DeLong's flag)."""
+        return not self.hparam and column != "delong_significant"
+
+    def delta(self, cell: Cell, column: str) -> str:
+        """Δ = ours − paper of a printed number, at the paper's decimals ('' unless both exist)."""
+        ours, paper = self.ours(cell, column), self.paper(cell, column)
+        if not self.has_delta(column) or ours is None or paper is None:
+            return ""
+        return _num(ours - paper, _dp(self, cell, column), sign=True)
 
     def deployed(self, cell: Cell, column: str) -> dict | None:
         """The guaranteed operating point of an FPR@TPR column (see `results.deployed`)."""
@@ -318,9 +333,7 @@ def _header(view: TableView) -> list[str]:
 
 def _section_table(view: TableView, section: str) -> list[str]:
     cols = view.columns
-    def with_delta(col: str) -> bool:
-        return not view.hparam and col != "delong_significant"
-
+    with_delta = view.has_delta
     head = ["row"]
     for col in cols:
         name = col if view.hparam else claims_mod.metric_name(col)
@@ -342,11 +355,9 @@ def _section_table(view: TableView, section: str) -> list[str]:
             text = _hp(ours) if view.hparam else _num(ours, dp)
             mark = view.best(cell, col) if text else ""
             text = f"**{text}**" if mark == "bold" else f"{text} ≈" if mark == "tied" else text
-            paper = as_float(printed)
             cells += [text, _marked(printed, note)]
             if with_delta(col):
-                both = ours is not None and paper is not None
-                cells.append(_num(ours - paper, dp, sign=True) if both else "")
+                cells.append(view.delta(cell, col))
             if view.has_deployed(col):
                 cells.append(_deployed_text(view.deployed(cell, col), dp))
         if view.spec.delong:
@@ -379,12 +390,17 @@ def _section_table(view: TableView, section: str) -> list[str]:
             dp = decimals(printed)
             ref = paper_same if same else paper
             cells += [_num(ours, dp), _num(ref, dp) if ref is not None else "",
-                      _num(ours - ref, dp, sign=True) if ours is not None and ref is not None else "", *blank]
+                      _avg_delta_text(ours, ref, dp), *blank]
             printed_cells += ["", printed, "", *blank]
         lines.append("| " + " | ".join(cells) + tail)
         if same:
             lines.append("| " + " | ".join(printed_cells) + tail)
     return lines
+
+
+def _avg_delta_text(ours: float | None, ref: float | None, dp: int) -> str:
+    """Δ of an Avg.Δ row: ours − the paper's (the printed mean, or its D1 over the same losses)."""
+    return _num(ours - ref, dp, sign=True) if ours is not None and ref is not None else ""
 
 
 def _members_table(view: TableView, section: str) -> list[str]:
@@ -436,41 +452,58 @@ def _deployed_notes(view: TableView, section: str) -> str:
     return "; ".join(notes.values())
 
 
-def render_markdown(view: TableView) -> str:
+def render_markdown(view: TableView, claims: dict | None = None) -> str:
+    """The table's markdown; `claims`: its evaluated claims (`claims.evaluate`), evaluated here if not
+    given."""
     lines = _header(view)
     for section in view.sections:
-        lines += [f"## {section}", "", *_section_table(view, section), ""]
-        notes = _deployed_notes(view, section)
-        if notes:
-            lines += [f"Deployed (–): {notes}.", ""]
-        lines += _members_table(view, section)
-        lines += _activity_lines(view, section)
-        picked = [(c, *view.grid_values(c)) for c in view.visible if c.section == section]
-        if any(chosen for _, chosen, _ in picked):
-            lines.append("Selected on validation (grid steps; the test set chooses nothing):")
-            lines += [f"- {c.label}: {'; '.join(chosen)}" for c, chosen, _ in picked if chosen]
-            lines.append("")
-        if any(fixed for _, _, fixed in picked):
-            lines.append(f"Fixed by the {view.ctx.scale.name} scale (a one-point grid, nothing selected):")
-            lines += [f"- {c.label}: {'; '.join(fixed)}" for c, _, fixed in picked if fixed]
-            lines.append("")
-        avg = view.avg_deltas.get(section)
-        if avg:
-            recomputed = ", ".join(f"{k}: {view.paper_d1(section, k):.3f} (printed {v[0]:.1f})"
-                                   for k, v in avg.items() if view.paper_d1(section, k) is not None)
-            lines += [f"D1 on the paper's own rows: {recomputed}.", ""]
+        lines += [f"## {section}", "", *_section_table(view, section), "", *_section_notes(view, section)]
     if view.spec.claims:
-        lines += ["## Claims", "", *claims_mod.block(view), ""]
+        claims = claims_mod.evaluate(view) if claims is None else claims
+        lines += ["## Claims", "", *claims_mod.markdown(claims), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _section_notes(view: TableView, section: str) -> list[str]:
+    """What the markdown prints under a section's table: deployed notes, the members, the
+    regulariser's activity, the values selected or fixed, D1 on the paper's rows."""
+    lines: list[str] = []
+    notes = _deployed_notes(view, section)
+    if notes:
+        lines += [f"Deployed (–): {notes}.", ""]
+    lines += _members_table(view, section)
+    lines += _activity_lines(view, section)
+    picked = [(c, *view.grid_values(c)) for c in view.visible if c.section == section]
+    if any(chosen for _, chosen, _ in picked):
+        lines.append("Selected on validation (grid steps; the test set chooses nothing):")
+        lines += [f"- {c.label}: {'; '.join(chosen)}" for c, chosen, _ in picked if chosen]
+        lines.append("")
+    if any(fixed for _, _, fixed in picked):
+        lines.append(f"Fixed by the {view.ctx.scale.name} scale (a one-point grid, nothing selected):")
+        lines += [f"- {c.label}: {'; '.join(fixed)}" for c, _, fixed in picked if fixed]
+        lines.append("")
+    avg = view.avg_deltas.get(section)
+    if avg:
+        recomputed = ", ".join(f"{k}: {view.paper_d1(section, k):.3f} (printed {v[0]:.1f})"
+                               for k, v in avg.items() if view.paper_d1(section, k) is not None)
+        lines += [f"D1 on the paper's own rows: {recomputed}.", ""]
+    return lines
 
 
 def tidy(view: TableView) -> pd.DataFrame:
     """One row per printed number (and per number of a row ours only), ours beside it."""
+    return pd.DataFrame(records(view), columns=CSV_COLUMNS)
+
+
+def records(view: TableView) -> list[dict]:
+    """The tidy rows as dicts: the CSV's columns, and for the JSON `delta` (Δ = ours − paper as the
+    markdown prints it) and `mark` (bold / tied: our best of its block, as in the markdown)."""
     rows = []
     scale = view.ctx.scale.name
 
     def row(cell: Cell, metric: str, variant: str, printed: str, note: str, ours: float | None,
-            ci: tuple | None, dp: int = 2, ours_note: str = "", ours_only: str = "") -> dict:
+            ci: tuple | None, dp: int = 2, ours_note: str = "", ours_only: str = "", delta: str = "",
+            mark: str = "") -> dict:
         out = view.outcomes.get(cell)
         spread = member_spread(out, metric) if out is not None and not view.hparam else None
         act = out.activity if out is not None and cell.reg != "none" else None
@@ -485,7 +518,7 @@ def tidy(view: TableView) -> pd.DataFrame:
                 "members_mean": _num(spread[0], dp) if spread else "",
                 "members_sd": _num(spread[1], dp) if spread else "",
                 "reg_ratio_max": f"{act['ratio_max']:.4g}" if act else "",
-                "reg_active": str(act["active"]).lower() if act else ""}
+                "reg_active": str(act["active"]).lower() if act else "", "delta": delta, "mark": mark}
 
     for _, r in (view.paper_rows.iterrows() if view.paper_rows is not None else ()):
         if r.base_loss == "":
@@ -498,21 +531,29 @@ def tidy(view: TableView) -> pd.DataFrame:
                 # printed mean over all of the paper's losses on its own
                 same = f"the paper's D1 over the same {got[2]} of {losses} losses"
                 rows.append(row(avg_cell, r.metric, f"losses={got[2]}", _num(got[3], decimals(r.value)), "",
-                                got[1], None, ours_note=same, ours_only="same_losses"))
+                                got[1], None, ours_note=same, ours_only="same_losses",
+                                delta=_avg_delta_text(got[1], got[3], decimals(r.value))))
                 rows.append(row(avg_cell, r.metric, r.variant, r.value, r.note, None, None,
                                 ours_note=f"as printed: the paper's mean over its {losses} losses"))
                 continue
-            rows.append(row(avg_cell, r.metric, r.variant, r.value, r.note, got[1] if got else None, None))
+            delta = _avg_delta_text(got[1], as_float(r.value), decimals(r.value)) \
+                if got and got[2] == losses else ""
+            rows.append(row(avg_cell, r.metric, r.variant, r.value, r.note, got[1] if got else None, None,
+                            delta=delta))
             continue
         column = r.variant.removeprefix("hparam=") if view.hparam else r.metric
         cell = Cell(*(r[k] for k in KEYS[:5]), "" if view.hparam else r.variant)
         ours = None if column == "none" else view.ours(cell, column)
         rows.append(row(cell, r.metric, r.variant, r.value, r.note, ours, view.ci(cell, column),
-                        0 if r.metric == "delong_significant" else 2))
+                        0 if r.metric == "delong_significant" else 2,
+                        delta="" if column == "none" else view.delta(cell, column),
+                        mark="" if ours is None else view.best(cell, column)))
     for cell in (c for c in view.visible if c.extra):
         for col in view.columns:
             metric, variant = ("hparam", f"hparam={col}") if view.hparam else (col, cell.variant)
-            rows.append(row(cell, metric, variant, "", "", view.ours(cell, col), view.ci(cell, col)))
+            ours = view.ours(cell, col)
+            rows.append(row(cell, metric, variant, "", "", ours, view.ci(cell, col),
+                            mark="" if ours is None else view.best(cell, col)))
     for cell in view.visible:  # ours only: the deployed (guaranteed-threshold) rates on test
         for col in filter(view.has_deployed, view.columns):
             got = view.deployed(cell, col)
@@ -522,19 +563,43 @@ def tidy(view: TableView) -> pd.DataFrame:
                 rows.append(row(cell, f"deployed_{rate}@{col.removeprefix('fpr@')}", cell.variant, "", "",
                                 got.get(rate), None, ours_note=got.get("note", f"delta={got['delta']:g}"),
                                 ours_only=cell.extra or "deployed"))
-    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+    return rows
 
 
-def render_paper_table(spec: TableSpec, ctx: Context, write: bool = True) -> tuple[str, pd.DataFrame]:
-    """A table's markdown and tidy CSV (written to results/tables/<scale>/<name>.{md,csv})."""
-    view = TableView(spec, ctx)
-    md, csv = render_markdown(view), tidy(view)
+def run_keys(view: TableView) -> list[str]:
+    """The runs a table's numbers come from (a reader checks its JSON against the pool with them)."""
+    return sorted({o.key for c in view.visible if (o := view.outcome(c)) is not None})
+
+
+def table_data(view: TableView, header: list[str], rows: list[dict], claims: dict | None,
+               sections: list[dict] | None = None) -> dict:
+    """The table's JSON: its facts, the header (markdown, below the title), the tidy rows with Δ,
+    each section's notes (markdown), the claims as values."""
+    spec, scale = view.spec, view.ctx.scale
+    return {"format": FORMAT, "table": spec.name, "title": spec.title, "kind": "figure" if spec.is_figure
+            else "table", "scale": scale.name, "paper": spec.paper or "", "runs": run_keys(view),
+            "facts": {"scale_description": scale.description, "bootstrap": view.n_boot,
+                      "members": sorted({p.members for p in view.plans.values()}),
+                      "budget": scale.budget_of(p.family for p in view.plans.values())},
+            "header": "\n".join(header[2:]).strip(), "columns": CSV_COLUMNS, "rows": rows,
+            "sections": sections or [], "claims": claims}
+
+
+def render_output(view: TableView) -> TableOutput:
+    """A table's markdown, tidy CSV and JSON, from one evaluation of its claims."""
+    claims = claims_mod.evaluate(view) if view.spec.claims else None
+    rows = records(view)
+    sections = [{"name": s, "notes": "\n".join(_section_notes(view, s)).strip()} for s in view.sections]
+    data = table_data(view, _header(view), rows, claims, sections)
+    return TableOutput(render_markdown(view, claims), pd.DataFrame(rows, columns=CSV_COLUMNS), data)
+
+
+def render_paper_table(spec: TableSpec, ctx: Context, write: bool = True) -> TableOutput:
+    """A table's markdown, tidy CSV and JSON (written to results/tables/<scale>/<name>.{md,csv,json})."""
+    out = render_output(TableView(spec, ctx))
     if write:
-        out = tables_dir(ctx)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{spec.name}.md").write_text(md)
-        csv.to_csv(out / f"{spec.name}.csv", index=False, lineterminator="\n")
-    return md, csv
+        out.write(tables_dir(ctx), spec.name)
+    return out
 
 
 def has_ours(spec: TableSpec, ctx: Context) -> bool:
