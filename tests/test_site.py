@@ -7,6 +7,7 @@ import fcntl
 import json
 import re
 import time
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -211,3 +212,52 @@ def test_site_in_a_browser(tmp_path):
     assert not problems, "\n".join(problems[:30])
     assert (shots / "index.png").stat().st_size > 10_000
     print(f"site built in {built:.1f} s; {len(pages)} pages opened; screenshots in {shots}")
+
+
+# -- the site reads the renderer's JSON ------------------------------------------------------------
+def _results_copy(tmp_path: Path, *names: str, suffixes=(".md", ".csv", ".json")) -> Path:
+    """A results folder sharing the committed runs and papers, with copies of these cpu tables' files."""
+    results = tmp_path / "results"
+    (results / "tables" / "cpu").mkdir(parents=True)
+    for sub in ("runs", "paper"):
+        (results / sub).symlink_to(RESULTS / sub)
+    for name in names:
+        for suffix in suffixes:
+            src = RESULTS / "tables" / "cpu" / f"{name}{suffix}"
+            (results / "tables" / "cpu" / src.name).write_bytes(src.read_bytes())
+    return results
+
+
+def test_a_verdict_changed_in_the_json_shows_on_the_page(tmp_path):
+    """The page words and colours a verdict from the table's JSON value, not from the markdown."""
+    from hightpr.tables.claims import sentence
+
+    results = _results_copy(tmp_path, "rankreg-t1")
+    path = results / "tables" / "cpu" / "rankreg-t1.json"
+    data = json.loads(path.read_text())
+    line = next(v for c in data["claims"]["claims"] for v in c["lines"]
+                if v["kind"] == "better" and v["outcome"] == "not_distinguishable" and v["level"] == 0)
+    before = sentence(line)
+    line.update(outcome="supported", significant=line["ours"][1])   # flipped in the data only
+    after = sentence(line)
+    assert after.endswith(": supported") and after != before
+    path.write_text(json.dumps(data))
+    report = build_site(tmp_path / "site", results, scales=("cpu",), pages=["rankreg-t1"])
+    assert not report.rendered_now and not report.notes
+    html = (tmp_path / "site" / "tables" / "rankreg-t1.html").read_text()
+    shown = re.compile(r'<li class="verdict-line ([\w -]+)" data-outcome="(\w+)">([^<]*)</li>')
+    lines = {unescape(text): (cls, outcome) for cls, outcome, text in shown.findall(html)}
+    assert lines[after] == ("supported", "supported")
+    assert before not in lines
+    assert "results/tables/cpu/rankreg-t1.json" in html
+
+
+def test_a_missing_or_older_json_is_named_with_the_command_that_writes_it(tmp_path):
+    results = _results_copy(tmp_path, "alm-t12", suffixes=(".md", ".csv"))
+    report = build_site(tmp_path / "site", results, scales=("cpu",), pages=["alm-t12"])
+    assert "results/tables/cpu/alm-t12.json is missing: `make tables` writes it" in report.lines()
+    html = (tmp_path / "site" / "tables" / "alm-t12.html").read_text()
+    assert "alm-t12.json is missing" in html and "<code>make tables</code> writes it" in html
+    (results / "tables" / "cpu" / "alm-t12.json").write_text(json.dumps({"table": "alm-t12", "rows": []}))
+    again = build_site(tmp_path / "site", results, scales=("cpu",), pages=["alm-t12"])   # cached render
+    assert any("an older hightpr wrote it): `make tables` writes it again" in n for n in again.notes)

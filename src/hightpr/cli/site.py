@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = build_site(args.out, args.results, args.paper, tuple(args.scale or SCALES), args.render,
                         args.table)
-    print(report.line())
+    print("\n".join(report.lines()))
     print(f"open {(args.out / 'index.html').resolve().as_uri()}")
     return 0
 

@@ -2,12 +2,12 @@
 and figure, status, figures (SVG), CSV/JSON downloads. Plain HTML + CSS; works from `file://`.
 
 Everything shown is read through `hightpr.tables` (specs, plans, saved runs, the renderer's
-rows): the site types in no number and trains nothing.
+JSON: rows with Δ, notes, verdicts as values): the site types in no number, re-reads no
+markdown and trains nothing.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -33,10 +33,10 @@ from hightpr.site.model import (
     rendered,
     scale_context,
     sections,
-    split_markdown,
 )
 from hightpr.site.status import STATES, PoolReader, RunState, counts, table_status
 from hightpr.tables.claims import metric_name
+from hightpr.tables.output import json_text
 from hightpr.tables.render import TableView
 from hightpr.tables.results import Run
 from hightpr.tables.runner import Context
@@ -55,11 +55,16 @@ class BuildReport:
     seconds: float
     rendered_now: list[str] = field(default_factory=list)   # table@scale rendered in memory
     stale: list[str] = field(default_factory=list)          # saved tables that name other runs
+    notes: list[str] = field(default_factory=list)          # saved JSON missing or older: what renews it
 
     def line(self) -> str:
         extra = f"; rendered now (no current results/tables file): {', '.join(self.rendered_now)}" \
             if self.rendered_now else ""
         return f"site: {len(self.pages)} pages in {self.out_dir} ({self.seconds:.1f} s){extra}"
+
+    def lines(self) -> list[str]:
+        """The summary line, then one line per saved table whose JSON is missing or older."""
+        return [self.line(), *dict.fromkeys(self.notes)]
 
 
 def _slug(text: str) -> str:
@@ -185,10 +190,11 @@ class SiteBuilder:
             self.report.rendered_now.append(f"{spec.name}@{scale}")
         if got.stale:
             self.report.stale.append(f"{spec.name}@{scale}")
-        header, _, claims_md = split_markdown(got.md)
-        intro, claim_list = claims(claims_md)
-        block = ScaleBlock(scale, cov, got, header=header, sections=sections(got), claims_intro=intro,
-                           claims=claim_list, md=got.md)
+        if got.note:
+            self.report.notes.append(got.note)
+        intro, claim_list = claims(got.data)
+        block = ScaleBlock(scale, cov, got, header=got.data["header"], sections=sections(got),
+                           claims_intro=intro, claims=claim_list, md=got.md)
         page_dir = self.out / "tables"
         if cov.done:
             block.status = self.status[spec.name].get(scale, [])
@@ -203,10 +209,8 @@ class SiteBuilder:
         data_dir = self.out / "data" / scale
         data_dir.mkdir(parents=True, exist_ok=True)
         csv_path, json_path = data_dir / f"{spec.name}.csv", data_dir / f"{spec.name}.json"
-        got.csv.to_csv(csv_path, index=False, lineterminator="\n")
-        json_path.write_text(json.dumps({"table": spec.name, "title": spec.title, "scale": scale,
-                                         "source": got.source, "rows": got.csv.to_dict(orient="records")},
-                                        indent=1, ensure_ascii=False) + "\n")
+        csv_path.write_text(got.csv_text())
+        json_path.write_text(json_text(got.data))
         block.downloads = {"CSV": relpath(csv_path, page_dir), "JSON": relpath(json_path, page_dir)}
         return block
 
@@ -295,12 +299,12 @@ class SiteBuilder:
         verdicts = {"supported": 0, "weak": 0, "not-supported": 0}
         for (name, scale), block in blocks.items():
             for claim in block.claims:
-                lines = [(t, c) for t, c in claim.lines if c != "none"]
+                lines = [line for line in claim.lines if line.cls != "none"]
                 if lines:
                     checked.append((name, scale, claim.text, lines))
-                    for _, c in lines:
-                        if c in verdicts:
-                            verdicts[c] += 1
+                    for line in lines:
+                        if line.cls in verdicts:
+                            verdicts[line.cls] += 1
         tradeoff = self.results.resolve().parent / TRADEOFF
         tradeoff_link = None
         if tradeoff.is_file():

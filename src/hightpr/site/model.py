@@ -1,33 +1,36 @@
 """What the site shows, read with `hightpr.tables`: coverage per table and scale, and each table's
-rows as the renderer produced them (its tidy CSV and markdown), never numbers typed in here.
+results as the renderer wrote them (its JSON: rows with Δ, section notes, claims as values), never
+numbers typed in here and never the renderer's markdown re-read.
 
-A table's rows come from `results/tables/<scale>/<name>.{csv,md}` (what `make tables` wrote)
-when those name the same runs as the pool holds now; otherwise the renderer runs in memory
-on the saved runs (nothing is written under results/). The CSV is read generically: whatever
-columns, metrics and rows the renderer emits are shown.
+A table's results come from `results/tables/<scale>/<name>.json` (what `make tables` wrote)
+when it names the same runs as the pool holds now; otherwise the renderer runs in memory on the
+saved runs (nothing is written under results/), and a missing or older JSON is named in one line
+with the command that writes it. The rows are read generically: whatever columns, metrics and
+rows the renderer emits are shown.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
+import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from hightpr.tables.cells import Cell, paper_cells
-from hightpr.tables.claims import metric_name
-from hightpr.tables.paper import KEYS, as_float, decimals
-from hightpr.tables.publish import render_table
-from hightpr.tables.render import TableView, not_run_reasons, render_markdown, tables_dir, tidy
+from hightpr.tables.claims import intro_text, metric_name, sentence
+from hightpr.tables.output import json_text, read_data
+from hightpr.tables.paper import KEYS
+from hightpr.tables.publish import render_output
+from hightpr.tables.render import TableView, not_run_reasons, run_keys, tables_dir
 from hightpr.tables.runner import Context
 from hightpr.tables.specs import TableSpec, get_scale
 
 SECTION_KEYS = ("dataset", "classes", "ratio")
 # per printed number: the renderer's value columns, shown under each metric
-VALUE_COLUMNS = ("ours", "ours_ci_low", "ours_ci_high", "paper", "paper_note", "ours_note")
+VALUE_COLUMNS = ("ours", "ours_ci_low", "ours_ci_high", "paper", "paper_note", "ours_note", "delta", "mark")
 HIDDEN_COLUMNS = ("scale",)            # said once in the page header
 
 
@@ -78,64 +81,63 @@ def empty_coverage(spec: TableSpec, ctx: Context, cells: list[Cell] | None = Non
 # -- a rendered table --------------------------------------------------------------------------
 @dataclass
 class Rendered:
-    """A table at one scale as the renderer produced it, and where it came from."""
+    """A table at one scale as the renderer produced it (its JSON data and markdown), and where
+    it came from."""
 
     spec: TableSpec
     scale: str
-    csv: pd.DataFrame
+    data: dict
     md: str
-    source: str            # `results/tables/cpu/x.csv` or `rendered now from the saved runs`
+    source: str            # `results/tables/cpu/x.json` or `rendered now from the saved runs`
     stale: bool = False    # the saved files name other runs than the pool holds now
+    note: str = ""         # the saved JSON is missing or older: which command writes it
 
-
-def _run_keys(view: TableView) -> set[str]:
-    return {o.key for c in view.visible if (o := view.outcome(c)) is not None}
+    def csv_text(self) -> str:
+        """The tidy CSV, as `make tables` writes it (the JSON's rows in its columns)."""
+        frame = pd.DataFrame(self.data["rows"], columns=self.data["columns"])
+        return frame.to_csv(index=False, lineterminator="\n")
 
 
 def _renderer_digest(view: TableView) -> str:
     """What an in-memory render depends on: the runs it reads and the renderer's own code."""
-    import hashlib
-
     import hightpr.tables
 
-    h = hashlib.sha1(f"{view.spec.name} {view.ctx.scale.name} {sorted(_run_keys(view))}".encode())
+    h = hashlib.sha1(f"{view.spec.name} {view.ctx.scale.name} {run_keys(view)}".encode())
     for src in sorted(Path(hightpr.tables.__file__).parent.glob("*.*")):
         h.update(src.read_bytes())
     return h.hexdigest()[:16]
 
 
 def rendered(view: TableView, force: bool = False, cache: Path | None = None) -> Rendered:
-    """The renderer's CSV and markdown of a table: the saved ones when current, else made now
-    (kept in `cache`, keyed by the runs and the renderer's code, for the next build)."""
+    """The renderer's results of a table: the saved JSON when current, else made now (kept in
+    `cache`, keyed by the runs and the renderer's code, for the next build)."""
     spec, ctx = view.spec, view.ctx
     base = tables_dir(ctx) / spec.name
-    csv_path, md_path = base.with_suffix(".csv"), base.with_suffix(".md")
-    stale = False
-    if not force and csv_path.is_file() and md_path.is_file():
-        csv = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-        saved = set(csv["run"]) - {""} if "run" in csv else set()
-        if saved == _run_keys(view):
-            return Rendered(spec, ctx.scale.name, csv, md_path.read_text(), _rel(csv_path, ctx.results_dir))
-        stale = True
+    json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
+    stale, note = False, ""
+    if not force:
+        data, problem = read_data(json_path)
+        if data is not None and data["runs"] == run_keys(view):
+            md = md_path.read_text() if md_path.is_file() else ""
+            return Rendered(spec, ctx.scale.name, data, md, _rel(json_path, ctx.results_dir))
+        stale = data is not None
+        if data is None and md_path.is_file():      # a table rendered before its JSON existed
+            note = problem.replace(str(json_path), _rel(json_path, ctx.results_dir))
     source = "rendered now from the saved runs"
-    digest = _renderer_digest(view) if cache is not None and _run_keys(view) else None
+    digest = _renderer_digest(view) if cache is not None and run_keys(view) else None
     hit = Path(cache) / ctx.scale.name / f"{spec.name}-{digest}" if digest else None
-    if hit is not None and hit.with_suffix(".csv").is_file() and hit.with_suffix(".md").is_file():
-        csv = pd.read_csv(hit.with_suffix(".csv"), dtype=str, keep_default_na=False)
-        return Rendered(spec, ctx.scale.name, csv, hit.with_suffix(".md").read_text(), source, stale)
-    if spec.is_figure:
-        md, frame = render_table(spec, ctx, write=False)
-    else:
-        md, frame = render_markdown(view), tidy(view)
-    text = frame.to_csv(index=False, lineterminator="\n")
+    if hit is not None and hit.with_suffix(".json").is_file() and hit.with_suffix(".md").is_file():
+        data = json.loads(hit.with_suffix(".json").read_text())
+        return Rendered(spec, ctx.scale.name, data, hit.with_suffix(".md").read_text(), source, stale, note)
+    out = render_output(spec, ctx, write=False)
+    text = json_text(out.data)
     if hit is not None:
         hit.parent.mkdir(parents=True, exist_ok=True)
         for old in hit.parent.glob(f"{spec.name}-*"):
             old.unlink()
-        hit.with_suffix(".csv").write_text(text)
-        hit.with_suffix(".md").write_text(md)
-    csv = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    return Rendered(spec, ctx.scale.name, csv, md, source, stale)
+        hit.with_suffix(".json").write_text(text)
+        hit.with_suffix(".md").write_text(out.md)
+    return Rendered(spec, ctx.scale.name, json.loads(text), out.md, source, stale, note)
 
 
 def _rel(path: Path, results_dir: Path) -> str:
@@ -149,7 +151,7 @@ def scale_context(scale: str, results_dir: Path, paper_dir: Path | None) -> Cont
     return Context(get_scale(scale), results_dir=Path(results_dir), paper_root=paper_dir)
 
 
-# -- the CSV as a page table -------------------------------------------------------------------
+# -- the rows as a page table -----------------------------------------------------------------
 @dataclass
 class Group:
     """One metric's columns in the page table: sub-columns shown (`ours_ci_low` and `spread:x`
@@ -220,63 +222,57 @@ def _attach_to(metric: str, metrics: list[str]) -> str | None:
     return None
 
 
-def delta(ours: str, paper: str) -> str:
-    """ours − paper with the paper's decimals; '' unless both are numbers."""
-    o, p = as_float(ours), as_float(paper)
-    if o is None or p is None:
-        return ""
-    return f"{o - p:+.{decimals(paper)}f}"
-
-
 def sections(rendered_: Rendered) -> list[Section]:
-    """The tidy CSV as one table per section: a row per cell, per metric its value columns.
+    """The table's rows as one page table per section: a row per cell, per metric its values (ours,
+    interval, paper, Δ as the renderer computed it, ...).
 
-    Columns are read from the CSV: any column the renderer adds shows up, per metric when it
+    Columns are read from the data: any column the renderer adds shows up, per metric when it
     varies between a cell's metrics, once per row when it does not.
     """
-    csv = rendered_.csv
-    if csv.empty:
+    data = rendered_.data
+    rows = data["rows"]
+    if not rows:
         return []
-    keys = [k for k in KEYS if k in csv]
-    extra_cols = [c for c in csv.columns if c not in (*keys, "metric", *VALUE_COLUMNS, *HIDDEN_COLUMNS)]
-    summary_mask = csv["base_loss"].eq("") if "base_loss" in csv else pd.Series(False, index=csv.index)
-    body = csv[~summary_mask]
-    metrics = list(dict.fromkeys(body["metric"])) if "metric" in body else []
+    columns = data["columns"]
+    keys = [k for k in KEYS if k in columns]
+    extra_cols = [c for c in columns if c not in (*keys, "metric", *VALUE_COLUMNS, *HIDDEN_COLUMNS)]
+    body = [r for r in rows if r.get("base_loss", "x") != ""]
+    summary = [r for r in rows if r.get("base_loss", "x") == ""]
+    metrics = list(dict.fromkeys(r["metric"] for r in body))
     attach = {m: a for m in metrics if (a := _attach_to(m, metrics))}
     primary = [m for m in metrics if m not in attach]
 
-    def row_key(r) -> tuple:
+    def row_key(r: dict) -> tuple:
         return tuple(r[c] for c in keys)
 
     # a column is row-level when it is the same for every primary metric of every cell
     per_row = []
     for col in extra_cols:
-        prim = body[body["metric"].isin(primary)]
-        if prim.groupby([prim[k] for k in keys], sort=False)[col].nunique().le(1).all():
+        seen: dict[tuple, set] = {}
+        for r in body:
+            if r["metric"] in primary:
+                seen.setdefault(row_key(r), set()).add(r.get(col, ""))
+        if all(len(v) <= 1 for v in seen.values()):
             per_row.append(col)
     per_metric = [c for c in extra_cols if c not in per_row]
 
     out: dict[str, Section] = {}
-    rows: dict[tuple, Row] = {}
+    by_key: dict[tuple, Row] = {}
     used_fields: dict[str, set[str]] = {m: set() for m in metrics}
-    for r in body.to_dict(orient="records"):
+    for r in body:
         kd = {c: r[c] for c in keys}
         name = section_of(kd)
         sec = out.setdefault(name, Section(name, [], [], [], []))
         rk = row_key(r)
-        row = rows.get(rk)
+        row = by_key.get(rk)
         if row is None:
             row = Row(_label(kd, r.get("ours_only", "")), kd, "", {}, {},
                       ours_only=bool(r.get("ours_only", "")) and r.get("ours_only") != "deployed")
-            rows[rk] = row
+            by_key[rk] = row
             sec.rows.append(row)
         metric = r["metric"]
-        vals = {f: r[f] for f in VALUE_COLUMNS if f in r and r[f] != ""}
-        vals.update({c: r[c] for c in per_metric if r[c] != ""})
-        if "ours" in vals and "paper" in vals:
-            d = delta(vals["ours"], vals["paper"])
-            if d:
-                vals["delta"] = d
+        vals = {f: r[f] for f in VALUE_COLUMNS if r.get(f, "") != ""}
+        vals.update({c: r[c] for c in per_metric if r.get(c, "") != ""})
         for name in [c for c in vals if c.endswith("_mean")]:     # x_mean + x_sd -> "x: mean ± sd"
             stem = name.removesuffix("_mean")
             sd = next((f"{stem}_{s}" for s in ("sd", "std") if f"{stem}_{s}" in vals), None)
@@ -286,7 +282,7 @@ def sections(rendered_: Rendered) -> list[Section]:
         used_fields[metric].update(vals)
         if metric in primary:
             for c in per_row:
-                if r[c] != "":
+                if r.get(c, "") != "":
                     row.attrs[c] = r[c]
             row.run = row.run or r.get("run", "")
     spreads = sorted({f for fs in used_fields.values() for f in fs if f.startswith("spread:")})
@@ -307,14 +303,14 @@ def sections(rendered_: Rendered) -> list[Section]:
                 groups.append(Group(a, a, ["ours"]))
         sec.groups = groups
         sec.row_columns = [c for c in per_row if c not in ("run",) and any(c in r.attrs for r in sec.rows)]
-    for r in csv[summary_mask].to_dict(orient="records"):
+    for r in summary:
         kd = {c: r[c] for c in keys}
         sec = out.setdefault(section_of(kd), Section(section_of(kd), [], [], [], []))
         note = f" ({r['ours_note']})" if r.get("ours_note") else ""
         sec.summary.append({"metric": r["metric"], "label": metric_name(r["metric"]) + note,
                             "paper": r.get("paper", ""), "ours": r.get("ours", ""),
-                            "delta": delta(r.get("ours", ""), r.get("paper", ""))})
-    notes = section_notes(rendered_.md)
+                            "delta": r.get("delta", "")})
+    notes = {s["name"]: s["notes"] for s in data.get("sections", [])}
     for sec in out.values():
         sec.notes = notes.get(sec.name, "")
     return list(out.values())
@@ -325,78 +321,45 @@ def _attached_title(metric: str) -> str:
     return head.replace("_", " ").replace("fpr", "FPR").replace("tpr", "TPR")
 
 
-# -- the markdown ------------------------------------------------------------------------------
-def split_markdown(md: str) -> tuple[str, dict[str, str], str]:
-    """(header, {section: its markdown}, claims) of a rendered table's markdown."""
-    header, chunks, current = [], {}, None
-    for line in md.splitlines():
-        if line.startswith("## "):
-            current = line[3:].strip()
-            chunks[current] = []
-            continue
-        (chunks[current] if current is not None else header).append(line)
-    claims = "\n".join(chunks.pop("Claims", []))
-    # a figure's markdown holds its table in the header: the page draws it from the CSV
-    body = [ln for ln in header if not ln.startswith("# ") and not ln.lstrip().startswith("|")]
-    return "\n".join(body).strip(), {k: "\n".join(v).strip() for k, v in chunks.items()}, claims.strip()
+# -- the claims ----------------------------------------------------------------------------------
+# A verdict's CSS class (the page's colour) by its outcome code (`hightpr.tables.claims.OUTCOMES`):
+# supported; not supported; the same direction or tied but not significant (weak); nothing to
+# judge (none: not run, an inactive regulariser, a count rather than a test); neutral otherwise.
+VERDICT_CLASS = {"supported": "supported", "not_supported": "not-supported", "other_way": "not-supported",
+                 "equivalent": "not-supported", "not_best": "not-supported", "not_distinguishable": "weak",
+                 "tied": "weak", "not_significant": "weak", "undecided": "weak", "inactive": "none",
+                 "not_run": "none", "no_verdict": "none"}
 
 
-def section_notes(md: str) -> dict[str, str]:
-    """Each section's markdown without its main table (the first one; the page draws it from the
-    CSV): the renderer's notes, further tables, selected values, D1."""
-    _, chunks, _ = split_markdown(md)
-    out = {}
-    for name, text in chunks.items():
-        lines, state = [], "before"
-        for ln in text.splitlines():
-            is_table = ln.lstrip().startswith("|")
-            if state == "before" and is_table:
-                state = "in"
-                continue
-            if state == "in":
-                if is_table:
-                    continue
-                state = "after"
-            lines.append(ln)
-        out[name] = "\n".join(lines).strip()
-    return out
+def verdict_class(line: dict) -> str:
+    """A CSS class for an evidence line, from its outcome (never from its wording)."""
+    return VERDICT_CLASS.get(line["outcome"], "neutral")
 
 
-VERDICTS = (("none", re.compile(r"not run|no rows|not informative|no verdict|^\W*not in the table|^\W*0/0\b",
-                                re.I)),
-            ("not-supported", re.compile(r"\bNOT\b")),
-            ("weak", re.compile(r"not significant|tied|not distinguishable|not decided", re.I)),
-            ("supported", re.compile(r"\bsupported\b|\bagrees\b|\bbest\b", re.I)))
+@dataclass
+class Line:
+    """One evidence line of a claim: its sentence, CSS class, nesting level and outcome code."""
 
-
-def verdict_class(text: str) -> str:
-    """A CSS class for a claim's evidence line from its wording about ours (the text after
-    `ours`): supported / weak / not-supported / none (not run, not informative) / neutral."""
-    ours = re.split(r"\bours\b", text, maxsplit=1)[-1]
-    for name, pattern in VERDICTS:
-        if pattern.search(ours):
-            return name
-    return "neutral"
+    text: str
+    cls: str
+    level: int
+    outcome: str
 
 
 @dataclass
 class Claim:
     text: str
-    lines: list[tuple[str, str]]      # (markdown line, verdict class)
+    lines: list[Line]
 
 
-def claims(md_claims: str) -> tuple[str, list[Claim]]:
-    """(intro, claims) of the markdown's claims block: `- **text**` then `  - evidence` lines."""
-    intro, out = [], []
-    for line in md_claims.splitlines():
-        if line.startswith("- "):
-            out.append(Claim(line[2:].strip().strip("*"), []))
-        elif line.startswith("  - ") and out:
-            text = line[4:].strip()
-            out[-1].lines.append((text, verdict_class(text)))
-        elif line.strip() and not out:
-            intro.append(line)
-    return "\n".join(intro).strip(), out
+def claims(data: dict) -> tuple[str, list[Claim]]:
+    """(intro, claims) of a table's data: each claim's evidence lines worded from their values."""
+    got = data.get("claims")
+    if not got:
+        return "", []
+    return intro_text(got["intro"]), [
+        Claim(c["text"], [Line(sentence(v), verdict_class(v), v.get("level", 0), v["outcome"])
+                          for v in c["lines"]]) for c in got["claims"]]
 
 
 def relpath(target: Path, start: Path) -> str:
