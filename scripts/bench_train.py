@@ -419,9 +419,9 @@ def launch(cmd: list[str], log: Path) -> tuple[float, float]:
     return seconds, cpu
 
 
-def train_overrides(args, output_root: Path) -> list[str]:
+def train_overrides(args, output_root: Path, epochs: int) -> list[str]:
     """`train.py`'s overrides of one timed project run (a fresh output root: nothing to resume)."""
-    return [f"model.width={args.width}", f"trainer.max_epochs={args.epochs}", "trainer.patience=99",
+    return [f"model.width={args.width}", f"trainer.max_epochs={epochs}", "trainer.patience=99",
             "seed=1", f"paths.data_dir={Path(args.data_dir).resolve()}", f"paths.output_root={output_root}",
             f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
             "trainer.enable_progress_bar=false"]
@@ -434,13 +434,13 @@ def split_ids(folder: Path) -> dict[str, list[int]]:
     return {s: np.load(folder / f"logits_{s}.npz")["ids"].tolist() for s in ("val", "test")}
 
 
-def time_plain(args, work: Path) -> dict:
+def time_plain(args, work: Path, epochs: int) -> dict:
     """One timed `scripts/plain_loop.py` process: seconds, test AUC, best epoch, data, phases."""
     out = work / "plain"
     launched = time.time()
     cmd = [sys.executable, str(ROOT / "scripts" / "plain_loop.py"),
            "--data-dir", str(Path(args.data_dir).resolve()), "--out", str(out), "--width", str(args.width),
-           "--epochs", str(args.epochs), "--seed", "1", "--device", args.device,
+           "--epochs", str(epochs), "--seed", "1", "--device", args.device,
            "--launched-at", repr(launched)]
     seconds, cpu = launch(cmd, work / "plain.log")
     lines = [line for line in (work / "plain.log").read_text().splitlines() if line.startswith("{")]
@@ -450,10 +450,10 @@ def time_plain(args, work: Path) -> dict:
             "data": result["data"], "ids": split_ids(out), "phases": phases}
 
 
-def time_project(args, work: Path, profile: bool = False) -> dict:
+def time_project(args, work: Path, epochs: int, profile: bool = False) -> dict:
     """One timed project process (`train.py`, or the profiled child): seconds, test AUC, best epoch,
     data, and with `profile` its phases."""
-    overrides = train_overrides(args, work / "outputs")
+    overrides = train_overrides(args, work / "outputs", epochs)
     launched = time.time()
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
     if profile:
@@ -510,85 +510,155 @@ def machine(device: str) -> dict:
             "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
 
 
-def summarise(args, plain: list[dict], project: list[dict]) -> dict:
-    """Medians, spreads, the speed ratio and the AUC check of the timed runs."""
-    plain_s = statistics.median(r["seconds"] for r in plain)
-    project_s = statistics.median(r["seconds"] for r in project)
-    auc_plain = statistics.median(r["auc"] for r in plain)
-    auc_project = statistics.median(r["auc"] for r in project)
-    spreads = {"plain": spread([r["seconds"] for r in plain]),
-               "project": spread([r["seconds"] for r in project])}
-    first = project[0]
-    same_split = all(r["data"] == first["data"] and r["ids"] == first["ids"] for r in plain + project)
-    return {"mode": "runs", "plain_s": round(plain_s, 2), "project_s": round(project_s, 2),
-            "spread": round(max(spreads.values()), 4), "spread_plain": round(spreads["plain"], 4),
-            "spread_project": round(spreads["project"], 4), "project_vs_plain": round(plain_s / project_s, 4),
-            "auc_plain": round(auc_plain, 6), "auc_project": round(auc_project, 6),
-            "void": abs(auc_plain - auc_project) > AUC_TOLERANCE, "same_split": same_split,
-            "best_epoch_plain": plain[0]["best_epoch"], "best_epoch_project": project[0]["best_epoch"],
-            "plain_cpu_s": round(statistics.median(r["cpu_s"] for r in plain), 2),
-            "project_cpu_s": round(statistics.median(r["cpu_s"] for r in project), 2),
-            "plain_runs_s": [round(r["seconds"], 2) for r in plain],
-            "project_runs_s": [round(r["seconds"], 2) for r in project],
-            "width": args.width, "epochs": args.epochs, "repeats": args.repeats, "seed": 1,
-            "ratio": 100, **machine(args.device)}
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux), so that figures from different machines are not mixed."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
-def report_runs(summary: dict, profile: tuple[dict, dict] | None) -> None:
-    """The comparison, the profile table (with `--profile`), and the JSON line last."""
+def time_members(args, work: Path, epochs: int, batched: bool) -> dict:
+    """One timed `train.py ensemble.members=N` process, batched or one by one: seconds and the
+    ensemble's test AUC."""
+    overrides = [*train_overrides(args, work / "outputs", epochs), f"ensemble.members={args.members}",
+                 f"ensemble.batched={str(batched).lower()}", "ensemble.checkpoint_every_s=0"]
+    if args.limit_batches:
+        overrides.append(f"trainer.limit_train_batches={args.limit_batches}")
+    seconds, cpu = launch([sys.executable, str(ROOT / "train.py"), *overrides], work / "train.log")
+    found = sorted((work / "outputs").glob("*/ensembles/*/metrics.json"))
+    if len(found) != 1:
+        raise SystemExit(f"error: expected one ensemble metrics.json under {work / 'outputs'}, "
+                         f"found {len(found)}")
+    metrics = json.loads(found[0].read_text())
+    return {"seconds": seconds, "cpu_s": cpu, "auc": metrics["test"]["auc"]}
+
+
+# the two sides of each two-length mode: (name, timer(args, work, epochs) -> result)
+SIDES = {
+    "runs": (("plain", time_plain), ("project", time_project)),
+    "members": (("sequential", functools.partial(time_members, batched=False)),
+                ("batched", functools.partial(time_members, batched=True))),
+}
+
+
+def lengths_fit(runs: list[dict], short: int, long: int) -> dict:
+    """Per-epoch and fixed seconds of one side from its runs at two lengths: per epoch, the
+    difference of the two lengths' median seconds over the epochs between them; fixed, the short
+    runs' median less their epochs. The spread is that of each repeat's own per-epoch figure (its
+    long run less its short one)."""
+    short_s = [r["seconds"] for r in runs if r["epochs"] == short]
+    long_s = [r["seconds"] for r in runs if r["epochs"] == long]
+    per_epoch = (statistics.median(long_s) - statistics.median(short_s)) / (long - short)
+    each = [(b - a) / (long - short) for a, b in zip(short_s, long_s, strict=True)]
+    return {"per_epoch_s": round(per_epoch, 3),
+            "fixed_s": round(statistics.median(short_s) - short * per_epoch, 3),
+            "per_epoch_spread": (round(spread(each), 4) if len(each) > 1 and statistics.median(each) > 0
+                                 else None),
+            "per_epoch_each_s": [round(v, 3) for v in each],
+            "short_s": [round(v, 2) for v in short_s], "long_s": [round(v, 2) for v in long_s],
+            "auc_long": round(statistics.median(r["auc"] for r in runs if r["epochs"] == long), 6),
+            "cpu_s_long": round(statistics.median(r["cpu_s"] for r in runs if r["epochs"] == long), 2)}
+
+
+def summarise(args, mode: str, results: dict[str, list[dict]]) -> dict:
+    """Each side's per-epoch and fixed seconds, their ratio and difference, the AUC check and the
+    machine: one JSON object."""
+    (a, _), (b, _) = SIDES[mode]
+    short, long = args.lengths
+    fits = {side: lengths_fit(runs, short, long) for side, runs in results.items()}
+    gap = abs(fits[a]["auc_long"] - fits[b]["auc_long"])
+    out = {"mode": mode, "lengths": [short, long], "repeats": args.repeats, **fits,
+           # > 1: the second side (the project; batched members) takes less per epoch
+           f"per_epoch_{b}_vs_{a}": round(fits[a]["per_epoch_s"] / fits[b]["per_epoch_s"], 4),
+           f"fixed_{b}_minus_{a}_s": round(fits[b]["fixed_s"] - fits[a]["fixed_s"], 3),
+           "void": gap > AUC_TOLERANCE, "width": args.width, "seed": 1, "ratio": 100,
+           "cpu_model": cpu_model(), **machine(args.device)}
+    if mode == "runs":
+        first = results["project"][0]
+        out["same_split"] = all(r["data"] == first["data"] and r["ids"] == first["ids"]
+                                for r in results["plain"] + results["project"])
+    else:
+        out.update(members=args.members, limit_batches=args.limit_batches)
+    return out
+
+
+def report_lengths(summary: dict, profile: tuple[dict, dict] | None) -> None:
+    """Per-epoch and fixed seconds of both sides, the profile table (`--profile`), the JSON line last."""
     s = summary
-    print(f"\nwhole runs, start to exit: ResNet-10 (width {s['width']}), binary CIFAR-10 1:100, seed 1, "
-          f"{s['epochs']} epochs, {s['repeats']} repeat(s), {s['device']} ({s['cpu_count']} CPUs), "
-          f"torch {s['torch']}")
-    print(f"{'case':<10}{'median s':>10}{'spread':>9}{'test AUC':>10}{'best epoch':>12}   runs (s)")
-    for case in ("plain", "project"):
-        runs = " ".join(f"{v:.1f}" for v in s[f"{case}_runs_s"])
-        print(f"{case:<10}{s[f'{case}_s']:>10.1f}{s[f'spread_{case}']:>9.1%}{s[f'auc_{case}']:>10.4f}"
-              f"{s[f'best_epoch_{case}']!s:>12}   {runs}")
-    print(f"project_vs_plain = plain / project = {s['project_vs_plain']:.3f} (>1: the project is faster)")
-    print(f"same split (data counts, val and test ids): {'yes' if s['same_split'] else 'NO'}")
-    print(f"CPU seconds (median): plain {s['plain_cpu_s']:.1f}, project {s['project_cpu_s']:.1f}; "
-          f"load average {s['load_before']:.2f} before, {s['load_after']:.2f} after"
-          " (other processes slow both cases)")
+    mode = s["mode"]
+    (a, _), (b, _) = SIDES[mode]
+    short, long = s["lengths"]
+    what = "one run"
+    if mode == "members":
+        limit = f", {s['limit_batches']} batches an epoch" if s["limit_batches"] else ""
+        what = f"{s['members']} members{limit}"
+    print(f"\nwhole processes, start to exit, at {short} and {long} epochs: ResNet-10 (width {s['width']}), "
+          f"binary CIFAR-10 1:100, seed 1, {what}, {s['repeats']} repeat(s); {s['cpu_model'] or s['device']} "
+          f"({s['cpu_count']} CPUs, {s['threads']} threads), torch {s['torch']}")
+    print(f"{'side':<12}{'s/epoch':>9}{'spread':>8}{'fixed s':>9}{'test AUC':>10}   {short}-epoch runs (s)"
+          f"   {long}-epoch runs (s)")
+    for side in (a, b):
+        f = s[side]
+        spread_cell = "-" if f["per_epoch_spread"] is None else f"{f['per_epoch_spread']:.1%}"
+        short_runs, long_runs = (" ".join(f"{v:.1f}" for v in f[k]) for k in ("short_s", "long_s"))
+        print(f"{side:<12}{f['per_epoch_s']:>9.2f}{spread_cell:>8}{f['fixed_s']:>9.1f}"
+              f"{f['auc_long']:>10.4f}   {short_runs}   {long_runs}")
+    print(f"per_epoch_{b}_vs_{a} = {s[f'per_epoch_{b}_vs_{a}']:.3f} ({a} s/epoch over {b} s/epoch; "
+          f">1: {b} is faster); fixed_{b}_minus_{a}_s = {s[f'fixed_{b}_minus_{a}_s']:+.1f}")
+    if "same_split" in s:
+        print(f"same split (data counts, val and test ids): {'yes' if s['same_split'] else 'NO'}")
+    print(f"load average {s['load_before']:.2f} before, {s['load_after']:.2f} after "
+          "(other processes slow both)")
     if s["void"]:
-        gap = abs(s["auc_plain"] - s["auc_project"])
-        print(f"VOID: the test AUCs differ by {gap:.3f} > {AUC_TOLERANCE}: the two runs did not train "
-              "the same thing, so their times are not comparable")
+        print(f"VOID: the {long}-epoch test AUCs differ by more than {AUC_TOLERANCE}: the two sides did not "
+              "train the same thing, so their times are not comparable")
     if profile is not None:
         plain_phases, project = profile
-        print(f"\nphases (plain: median of its runs; project: one profiled run, {project['seconds']:.1f} s, "
-              f"test AUC {project['auc']:.4f})")
+        print(f"\nphases of the {long}-epoch runs (plain: median of its runs; project: one profiled run, "
+              f"{project['seconds']:.1f} s, test AUC {project['auc']:.4f})")
         print("\n".join(phase_table(plain_phases, project["phases"])))
     print(json.dumps(s))
 
 
-def run_mode(args) -> int:
-    """`--mode runs`: alternate plain and project processes, then (`--profile`) one profiled project run."""
-    base = Path(tempfile.mkdtemp(prefix="bench_runs_", dir=args.keep))
-    plain, project, profiled = [], [], None
+def lengths_mode(args) -> int:
+    """`--mode runs` / `--mode members`: the two sides' processes at two lengths, alternating (the
+    order of the sides and lengths turns each repeat, so a drift of the machine's speed reaches both),
+    then (`--profile`) one profiled project run at the longer length."""
+    base = Path(tempfile.mkdtemp(prefix=f"bench_{args.mode}_", dir=args.keep))
+    sides = SIDES[args.mode]
+    results: dict[str, list[dict]] = {name: [] for name, _ in sides}
+    profiled = None
     load_before = os.getloadavg()[0]
     try:
         for i in range(args.repeats):
-            for case, timer, runs in (("plain", time_plain, plain), ("project", time_project, project)):
-                work = base / f"{case}{i + 1}"
+            order = [(n, t, e) for e in args.lengths for n, t in sides]
+            order = order[i % len(order):] + order[:i % len(order)]
+            for name, timer, epochs in order:
+                work = base / f"{name}{epochs}-{i + 1}"
                 work.mkdir()
-                runs.append(timer(args, work))
-                done = runs[-1]
-                print(f"{case} {i + 1}/{args.repeats}: {done['seconds']:.1f} s ({done['cpu_s']:.1f} CPU s), "
-                      f"test AUC {done['auc']:.4f}", file=sys.stderr, flush=True)
+                done = {**timer(args, work, epochs), "epochs": epochs}
+                results[name].append(done)
+                print(f"{name} {epochs} epochs {i + 1}/{args.repeats}: {done['seconds']:.1f} s "
+                      f"({done['cpu_s']:.1f} CPU s), test AUC {done['auc']:.4f}", file=sys.stderr, flush=True)
         if args.profile:
             (base / "profile").mkdir()
-            profiled = time_project(args, base / "profile", profile=True)
+            profiled = time_project(args, base / "profile", max(args.lengths), profile=True)
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
-    summary = {**summarise(args, plain, project), "load_before": round(load_before, 2),
+    summary = {**summarise(args, args.mode, results), "load_before": round(load_before, 2),
                "load_after": round(os.getloadavg()[0], 2)}
+    plain_phases = None
     if profiled is not None:
-        summary["profile"] = {"plain": {p: round(v, 3) for p, v in median_phases(plain).items()},
+        plain_phases = median_phases([r for r in results["plain"] if r["epochs"] == max(args.lengths)])
+        summary["profile"] = {"plain": {p: round(v, 3) for p, v in plain_phases.items()},
                               "project": {p: round(v, 3) for p, v in profiled["phases"].items()},
                               "project_profiled_s": round(profiled["seconds"], 2)}
-    report_runs(summary, (median_phases(plain), profiled) if profiled else None)
+    report_lengths(summary, (plain_phases, profiled) if profiled else None)
     return 0
 
 
@@ -598,20 +668,26 @@ def main(argv: list[str] | None = None) -> int:
         return profile_child(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("cases", "runs"), default="cases",
-                        help="cases: (a)-(d) in this process; runs: whole processes, plain vs train.py")
+    parser.add_argument("--mode", choices=("cases", "runs", "members"), default="cases",
+                        help="cases: (a)-(d) in this process; runs: whole processes at two lengths, plain "
+                             "vs train.py; members: whole processes at two lengths, batched vs one by one")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when there is one")
-    parser.add_argument("--epochs", type=int, default=None, help="default: 1 (cases), 8 (runs)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs: processes per case, alternating")
+    parser.add_argument("--epochs", type=int, default=1, help="cases: epochs per case")
+    parser.add_argument("--lengths", type=_lengths, default=(3, 9),
+                        help="runs, members: the two run lengths in epochs, SHORT,LONG (default 3,9)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs, members: processes per side and length, alternating")
     parser.add_argument("--profile", action="store_true",
                         help="runs: one more project run, profiled by phase beside the plain script's phases")
     parser.add_argument("--reg", choices=tuple(REGS), default="none")
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--width", type=int, default=None,
-                        help="ResNet-10 width (default: 64, the papers', for cases; 32 for runs)")
+                        help="ResNet-10 width (default: 64, the papers', for cases; 32 for runs; "
+                             "16 for members)")
     parser.add_argument("--ratio", type=int, default=100, help="binary CIFAR-10 imbalance 1:ratio")
-    parser.add_argument("--limit-batches", type=int, default=None, help="training batches per epoch")
+    parser.add_argument("--limit-batches", type=int, default=None,
+                        help="cases, members: training batches per epoch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--cases", default="abcd", help="which of a, b, c, d to run (default all)")
     parser.add_argument("--forward", choices=("stacked", "members"), default=None,
@@ -621,19 +697,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("HIGHTPR_DATA_DIR", "data"))
     parser.add_argument("--keep", type=Path, default=None, help="keep the runs' outputs in this folder")
     args = parser.parse_args(argv)
-    runs = args.mode == "runs"
-    args.width = args.width or (32 if runs else 64)
-    args.epochs = args.epochs or (8 if runs else 1)
+    args.width = args.width or {"cases": 64, "runs": 32, "members": 16}[args.mode]
     args.device = args.device or default_device()
     if args.device == "cuda" and default_device() != "cuda":
         parser.error("--device cuda: no CUDA device")
-    if args.profile and not runs:
+    if args.profile and args.mode != "runs":
         parser.error("--profile needs --mode runs")
-    if runs:
+    if args.mode == "runs" and args.limit_batches:
+        parser.error("--limit-batches: the plain script of --mode runs trains whole epochs; use it with "
+                     "--mode cases or members")
+    if args.mode != "cases":
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
-        return run_mode(args)
+        return lengths_mode(args)
     return cases_mode(args)
+
+
+def _lengths(text: str) -> tuple[int, int]:
+    """`SHORT,LONG` epochs, 1 <= SHORT < LONG."""
+    try:
+        short, long = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two epoch counts, SHORT,LONG (e.g. 3,9)") from None
+    if not 1 <= short < long:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= SHORT < LONG")
+    return short, long
 
 
 def default_device() -> str:
