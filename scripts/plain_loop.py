@@ -169,13 +169,19 @@ def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # -- training ----------------------------------------------------------------------------------
+def gather(split: tuple, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's images and labels, gathered on the data's device."""
+    x, y, _ = split
+    idx = idx.to(x.device)
+    return x[idx], y[idx]
+
+
 def train_epoch(model, optimizer, split: tuple, loader: DataLoader) -> None:
     """One pass over a fresh shuffle of the training set, augmented on the data's device."""
-    x, y, _ = split
     model.train()
     for idx in loader:
-        idx = idx.to(x.device)
-        loss = bce(model(to_input(crop_flip(x[idx]))), y[idx])
+        x, y = gather(split, idx)
+        loss = bce(model(to_input(crop_flip(x))), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -203,6 +209,11 @@ def better(report: dict, best: dict | None) -> bool:
     return bool(auc > best_auc or (auc == best_auc and np.float32(report["loss"]) < np.float32(best["loss"])))
 
 
+def keep_best(model) -> dict:
+    """A copy of the weights of the best epoch so far (the plain loop's checkpoint)."""
+    return copy.deepcopy(model.state_dict())
+
+
 def fit(model, splits: dict, epochs: int, phases: Phases) -> tuple[dict, int, list[dict]]:
     """Train `epochs` epochs, keeping the best validation epoch's weights; (its validation report,
     its epoch, the per-epoch log)."""
@@ -217,7 +228,7 @@ def fit(model, splits: dict, epochs: int, phases: Phases) -> tuple[dict, int, li
         t = phases.add("val", t)
         history.append({"epoch": epoch, "val_auc": report["auc"], "val_loss": report["loss"]})
         if better(report, best):
-            best, best_epoch, best_state = report, epoch, copy.deepcopy(model.state_dict())
+            best, best_epoch, best_state = report, epoch, keep_best(model)
         phases.add("checkpoints", t)
     model.load_state_dict(best_state)
     return best, best_epoch, history
