@@ -12,6 +12,7 @@ RESULTS ?= results
 ROWS ?=
 DRY ?=
 LAUNCHER ?=
+TEST_WORKERS ?= 2
 OVERRIDES ?=
 # make device-check (DEVICE=cpu QUICK=1 on a machine without a GPU); RUN_PY=python3 where no .venv exists
 DEVICE ?= cuda
@@ -36,8 +37,8 @@ setup:  ## create .venv and install hightpr with its dev extras
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps 'libauc==2.0.1'  # loss=libauc_*: its modules need only our deps
 
-test:  ## the fast test suite (slow tests are skipped)
-	$(BIN)/pytest -q
+test:  ## the fast test suite (slow tests are skipped), on TEST_WORKERS processes (pytest-xdist)
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-slow:  ## the slow tests too (real-data training runs)
 	$(BIN)/pytest -q -m "slow or not slow"
