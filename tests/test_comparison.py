@@ -217,7 +217,7 @@ def test_ensembles_of_different_sizes_are_compared_at_the_smaller_as_the_tables_
     assert not like_with_like([Arm(np.zeros((2, 4))), Arm(np.ones((2, 4)))])[1]
     pool = ROOT / "results" / "runs" / "cpu" / "ensembles"
     big = pool / "cifar10_binary-bce-none-252993f6a7"     # BCE, 10 members
-    small = pool / "cifar10_binary-bce-none-c79e21bf80"   # the dual sampler, 3
+    small = pool / "cifar10_binary-bce-none-897e9b79a5"   # BCE at batch 32, 3
     res = compare_runs(big, small, tprs=(0.95,))
     ev = res["members_test"]["auc"]
     assert ev["members"] == [3, 3] and ev["truncated"] and ev["paired"]
