@@ -302,7 +302,7 @@ def _lookup(where: str) -> tuple[object, str, object]:
         return owner, name, getattr(owner, name)
     except (ImportError, AttributeError) as err:
         raise SystemExit(f"error: profile hook point {where} is gone ({err}); the project or Lightning "
-                         "changed: update HOOKS in scripts/bench_train.py") from err
+                         "changed: update the HOOKS list of the profiling script") from err
 
 
 def _timed(fn, timeline: Timeline, phase: str, then: str | None, hits: dict, where: str):
@@ -334,14 +334,19 @@ def install_hooks(timeline: Timeline) -> dict[str, int]:
                 raise
             continue
         hits[where] = 0
-        wrapped = _timed(original, timeline, phase, then, hits, where)
-        setattr(owner, name, wrapped)
-        if isinstance(owner, types.ModuleType):
-            for module in list(sys.modules.values()):
-                if getattr(module, "__name__", "").startswith("hightpr") and \
-                        getattr(module, name, None) is original:
-                    setattr(module, name, wrapped)
+        replace(owner, name, original, _timed(original, timeline, phase, then, hits, where))
     return hits
+
+
+def replace(owner: object, name: str, original, wrapped) -> None:
+    """Put `wrapped` where `owner.name` was, and where a hightpr module imported a module-level
+    function by name (`from hightpr.data.augment import to_float`)."""
+    setattr(owner, name, wrapped)
+    if isinstance(owner, types.ModuleType):
+        for module in list(sys.modules.values()):
+            ours = getattr(module, "__name__", "").startswith("hightpr")
+            if ours and getattr(module, name, None) is original:
+                setattr(module, name, wrapped)
 
 
 def entry_modules(script: Path) -> list[str]:

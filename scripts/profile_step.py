@@ -119,24 +119,20 @@ class Clock:
 
 
 def install(side: str, clock: Clock) -> None:
-    """Wrap every hook point of `side` (a function also where a hightpr module imported it by name)."""
+    """Wrap every hook point of `side` (bench_train's lookup and replacement: a vanished hook point
+    exits, named)."""
+    bench = _bench_train()
     for where, phase in HOOKS[side]:
-        module_name, _, path = where.partition(":")
-        *owners, name = path.split(".")
-        try:
-            owner = importlib.import_module(module_name)
-            for part in owners:
-                owner = getattr(owner, part)
-            original = getattr(owner, name)
-        except (ImportError, AttributeError) as err:
-            raise SystemExit(f"error: hook point {where} is gone ({err}): update HOOKS in "
-                             "scripts/profile_step.py") from err
-        wrapped = clock.timed(original, phase)
-        setattr(owner, name, wrapped)
-        for module in list(sys.modules.values()):
-            ours = getattr(module, "__name__", "").startswith("hightpr")
-            if ours and getattr(module, name, None) is original:
-                setattr(module, name, wrapped)
+        owner, name, original = bench._lookup(where)
+        bench.replace(owner, name, original, clock.timed(original, phase))
+
+
+def _bench_train():
+    """scripts/bench_train.py as a module (its hook lookup, machine facts)."""
+    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def child(side: str, out: Path, argv: list[str]) -> int:
@@ -210,10 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     med = {side: {p: statistics.median(r.get(p, 0.0) for r in rs) for p in PHASES}
            for side, rs in runs.items()}
-    bench = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
-    module = importlib.util.module_from_spec(bench)
-    bench.loader.exec_module(module)
-    machine = {"cpu_model": module.cpu_model(), **module.machine(args.device)}
+    bench = _bench_train()
+    machine = {"cpu_model": bench.cpu_model(), **bench.machine(args.device)}
     print(f"\nms per training step, ResNet-10 (width {args.width}), binary CIFAR-10 1:100, seed 1, "
           f"{args.epochs} epochs ({runs['plain'][0]['steps']} steps), median of {args.repeats} process(es) "
           f"a side; {machine['cpu_model'] or args.device} ({machine['cpu_count']} CPUs, "
