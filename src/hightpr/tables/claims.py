@@ -246,11 +246,6 @@ def markdown(result: dict) -> list[str]:
     return lines
 
 
-def block(view) -> list[str]:
-    """Markdown of the table's claims: header with the statistics used, then each claim."""
-    return markdown(evaluate(view))
-
-
 OUTCOMES = ("supported", "not_supported", "other_way", "equivalent", "not_best", "not_distinguishable",
             "tied", "not_significant", "undecided", "nearer", "control_worse", "control_equivalent",
             "heading", "inactive", "not_run", "no_verdict")
