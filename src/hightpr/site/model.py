@@ -21,7 +21,7 @@ import pandas as pd
 
 from hightpr.tables.cells import Cell, paper_cells
 from hightpr.tables.claims import intro_text, metric_name, sentence
-from hightpr.tables.output import json_text, read_data
+from hightpr.tables.output import json_text, read_data, write_atomic
 from hightpr.tables.paper import KEYS
 from hightpr.tables.publish import render_output
 from hightpr.tables.render import TableView, not_run_reasons, run_keys, tables_dir
@@ -135,8 +135,8 @@ def rendered(view: TableView, force: bool = False, cache: Path | None = None) ->
         hit.parent.mkdir(parents=True, exist_ok=True)
         for old in hit.parent.glob(f"{spec.name}-*"):
             old.unlink()
-        hit.with_suffix(".json").write_text(text)
-        hit.with_suffix(".md").write_text(out.md)
+        write_atomic(hit.with_suffix(".json"), text)
+        write_atomic(hit.with_suffix(".md"), out.md)
     return Rendered(spec, ctx.scale.name, json.loads(text), out.md, source, stale, note)
 
 
