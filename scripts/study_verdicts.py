@@ -20,15 +20,22 @@ Each cell reports the rejection rate at α = 0.05 (two-sided) with its Wilson 95
 test's own test-sample bootstrap uses `--boot` replicates (the tables use 1000; the component it
 estimates is unbiased at either, only noisier). Writes `verdicts.csv`, `verdicts.md` and
 `verdicts.png` under `--out` (`--quick` writes to `<results>/studies/quick`).
+
+Simulations run in chunks of CHUNK, each its own random stream, on `--jobs` processes: the numbers
+are the same for any number of processes. Finished chunks are kept under `<out>/.chunks`, so a
+stopped study, run again with the same pool and plan, simulates only what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -91,28 +98,48 @@ class Generator:
 
 
 Procedure = Callable[..., dict]
+CHUNK = 100   # simulations per independent random stream: a cell's numbers do not depend on --jobs
 
 
-def rejections(gen: Generator, m: int, shift: float, sims: int, boot: int, seed: int,
-               procedure: Procedure = comparison.compare, splits: int = 126) -> dict[str, dict]:
-    """Per metric: how many of `sims` simulated comparisons `procedure` rejects at ALPHA, and how
-    its standard error and degrees of freedom compare with the statistic's spread over the sims."""
-    rng = np.random.default_rng(seed)
-    seen: dict[str, list[tuple[float, float, float]]] = {metric: [] for metric in METRICS}
+def _chunk(gen: Generator, m: int, shift: float, first: int, count: int, boot: int, seed: int,
+           procedure: Procedure, splits: int, stream: int) -> dict[str, np.ndarray]:
+    """Simulations first..first+count-1 of one cell: per metric, rows of (p, diff, se, df). Their
+    members and test sets come from the random stream (seed, stream); simulation s seeds its test."""
+    began = time.perf_counter()
+    rng = np.random.default_rng([seed, stream])
+    seen: dict[str, list[tuple[float, float, float, float]]] = {metric: [] for metric in METRICS}
     seeds = tuple(range(1, m + 1))
-    for s in range(sims):
+    for s in range(first, first + count):
         a, b = gen.members(rng, m, shift), gen.members(rng, m)
         idx = gen.test_draw(rng)
         arms = [comparison.Arm(a[:, idx], seeds), comparison.Arm(b[:, idx], seeds)]
         for metric in METRICS:
             ev = procedure(arms, gen.y[idx], metric, n=boot, seed=s, splits=splits, scale=100)
             seen[metric].append((ev["p"], ev["diff"], ev.get("se", math.nan), ev.get("df", math.nan)))
+    out = {metric: np.array(got, dtype=float).reshape(-1, 4) for metric, got in seen.items()}
+    return {**out, "seconds": np.array(time.perf_counter() - began)}
+
+
+def _summary(got: dict[str, np.ndarray]) -> dict[str, dict]:
     out = {}
-    for metric, got in seen.items():
-        p, diff, se, df = np.array(got, dtype=float).T
+    for metric, rows in got.items():
+        p, diff, se, df = rows.T
         out[metric] = {"rejections": int((p <= ALPHA).sum()), "sd_stat": float(np.std(diff, ddof=1)),
                        "rms_se": float(np.sqrt(np.nanmean(se * se))), "df_median": float(np.nanmedian(df))}
     return out
+
+
+def _pieces(sims: int) -> list[tuple[int, int]]:
+    return [(first, min(CHUNK, sims - first)) for first in range(0, sims, CHUNK)]
+
+
+def rejections(gen: Generator, m: int, shift: float, sims: int, boot: int, seed: int,
+               procedure: Procedure = comparison.compare, splits: int = 126) -> dict[str, dict]:
+    """Per metric: how many of `sims` simulated comparisons `procedure` rejects at ALPHA, and how
+    its standard error and degrees of freedom compare with the statistic's spread over the sims."""
+    parts = [_chunk(gen, m, shift, first, count, boot, seed, procedure, splits, first // CHUNK)
+             for first, count in _pieces(sims)]
+    return _summary({metric: np.concatenate([p[metric] for p in parts]) for metric in METRICS})
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -122,28 +149,99 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return centre - half, centre + half
 
 
+def _cell_seed(seed: int, m: int, shift: float) -> int:
+    return seed + 1000 * m + int(100 * shift)
+
+
+class ChunkCache:
+    """Finished chunks on disk (`<folder>/<key>.npz`), so an interrupted study resumes where it
+    stopped. The key names everything a chunk's numbers depend on, the pool's members included."""
+
+    def __init__(self, folder: Path | None, gen: Generator, plan: dict, procedure: Procedure) -> None:
+        self.folder = folder
+        pool = ",".join(f"{k}:{n}" for k, n in sorted(gen.rows.items()))
+        self.base = f"{pool}|{plan['boot']}|{plan['splits']}|{procedure.__module__}.{procedure.__name__}"
+
+    def _path(self, *part: object) -> Path | None:
+        if self.folder is None:
+            return None
+        digest = hashlib.sha256("|".join(map(str, (self.base, *part))).encode()).hexdigest()[:16]
+        return self.folder / f"{digest}.npz"
+
+    def get(self, *part: object) -> dict[str, np.ndarray] | None:
+        path = self._path(*part)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path) as f:
+                return {key: f[key] for key in (*METRICS, "seconds")}
+        except (OSError, KeyError, ValueError):
+            return None   # a damaged chunk is simulated again
+
+    def put(self, got: dict[str, np.ndarray], *part: object) -> None:
+        path = self._path(*part)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **got)
+            tmp.replace(path)
+
+
 def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comparison.compare,
-          progress: bool = True) -> pd.DataFrame:
-    rows = []
+          progress: bool = True, jobs: int = 1, cache: Path | None = None) -> pd.DataFrame:
+    """Every cell of `plan` (members x shift), its simulations run in chunks of CHUNK on `jobs`
+    processes (the same numbers for any `jobs`); with `cache`, finished chunks are kept and reused."""
+    store = ChunkCache(cache, gen, plan, procedure)
+    cells = [(m, shift, plan["null_sims"][m] if shift == 0 else plan["alt_sims"])
+             for m in plan["members"] for shift in (0.0, *plan["shifts"])]
+    tasks = [(m, shift, first, count) for m, shift, sims in cells for first, count in _pieces(sims)]
+    done: dict[tuple, dict[str, np.ndarray]] = {}
+    for m, shift, first, count in tasks:
+        got = store.get(m, shift, first, count, _cell_seed(seed, m, shift))
+        if got is not None:
+            done[(m, shift, first)] = got
+    todo = [t for t in tasks if (t[0], t[1], t[2]) not in done]
     began = time.perf_counter()
-    for m in plan["members"]:
-        for shift in (0.0, *plan["shifts"]):
-            sims = plan["null_sims"][m] if shift == 0 else plan["alt_sims"]
-            got = rejections(gen, m, shift, sims, plan["boot"], seed + 1000 * m + int(100 * shift), procedure,
-                             plan["splits"])
-            for metric, seen in got.items():
-                k = seen["rejections"]
-                lo, hi = wilson(k, sims)
-                rows.append({"metric": metric, "members": m, "shift": shift,
-                             "effect": gen.effect(metric, shift), "sims": sims, "rejections": k,
-                             "rate": k / sims, "ci_low": lo, "ci_high": hi,
-                             "sd_stat": seen["sd_stat"], "rms_se": seen["rms_se"],
-                             "df_median": seen["df_median"], "boot": plan["boot"], "splits": plan["splits"]})
-            if progress:
-                print(f"M={m} shift={shift:g}: " + ", ".join(f"{k} {v['rejections'] / sims:.3f}"
-                                                             for k, v in got.items())
-                      + f" ({time.perf_counter() - began:.0f} s)", flush=True)
-    return pd.DataFrame(rows)
+    if progress and done:
+        print(f"{len(done)} of {len(tasks)} chunks already simulated ({cache})", flush=True)
+
+    def finished(task: tuple, got: dict[str, np.ndarray]) -> None:
+        m, shift, first, count = task
+        store.put(got, m, shift, first, count, _cell_seed(seed, m, shift))
+        done[(m, shift, first)] = got
+        if progress:
+            print(f"M={m} shift={shift:g} sims {first}-{first + count - 1}: "
+                  + ", ".join(f"{k} {int((got[k][:, 0] <= ALPHA).sum())}/{count}" for k in METRICS)
+                  + f" ({len(done)}/{len(tasks)}, {time.perf_counter() - began:.0f} s)", flush=True)
+
+    def args(task: tuple) -> tuple:
+        m, shift, first, count = task
+        return (gen, m, shift, first, count, plan["boot"], _cell_seed(seed, m, shift), procedure,
+                plan["splits"], first // CHUNK)
+
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(_chunk, *args(t)): t for t in todo}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    else:
+        for task in todo:
+            finished(task, _chunk(*args(task)))
+    rows = []
+    for m, shift, sims in cells:
+        got = _summary({metric: np.concatenate([done[(m, shift, first)][metric]
+                                                for first, _ in _pieces(sims)]) for metric in METRICS})
+        for metric, seen in got.items():
+            k = seen["rejections"]
+            lo, hi = wilson(k, sims)
+            rows.append({"metric": metric, "members": m, "shift": shift,
+                         "effect": gen.effect(metric, shift), "sims": sims, "rejections": k,
+                         "rate": k / sims, "ci_low": lo, "ci_high": hi,
+                         "sd_stat": seen["sd_stat"], "rms_se": seen["rms_se"],
+                         "df_median": seen["df_median"], "boot": plan["boot"], "splits": plan["splits"]})
+    df = pd.DataFrame(rows)
+    df.attrs["seconds"] = float(sum(float(got["seconds"]) for got in done.values()))
+    return df
 
 
 def power_at(df: pd.DataFrame, metric: str, members: int, power: float = 0.8) -> float | None:
@@ -220,7 +318,8 @@ def markdown(df: pd.DataFrame, gen: Generator, plan: dict, seconds: float,
              f"block ({sum(gen.rows.values())} members; population: the BCE row's ensemble), test 1000 + "
              f"1000 drawn with replacement; α = {ALPHA}, two-sided; {plan['boot']} test-sample replicates "
              f"and {plan['splits']} member splits per size inside each test (the tables: 1000 and 126); "
-             f"{seconds:.0f} s. `python scripts/study_verdicts.py` (make study-verdicts).", "",
+             f"{seconds:.0f} s of simulation (summed over its processes). "
+             "`python scripts/study_verdicts.py` (make study-verdicts).", "",
              "## Size: rejection rate when the two arms are drawn alike", "",
              "*spread*: the SD of the difference over the simulated nulls (points); *se*: the test's "
              "standard error, root mean square over them (their ratio near 1: the variance is right on "
@@ -298,14 +397,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: <results>/studies, --quick: <results>/studies/quick)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes simulating chunks at once (the numbers do not depend on it)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="where finished chunks are kept, so a stopped study resumes "
+                             "(default: <out>/.chunks; 'none': keep nothing)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more processes")
     plan = QUICK if args.quick else FULL
     out = args.out or args.results / "studies" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
     gen = Generator(args.results / "runs" / "cpu")
-    began = time.perf_counter()
-    df = study(gen, plan, args.seed)
-    seconds = time.perf_counter() - began
+    cache = None if str(args.cache).lower() == "none" else (args.cache or out / ".chunks")
+    df = study(gen, plan, args.seed, jobs=args.jobs, cache=cache)
+    seconds = df.attrs["seconds"]
     df.to_csv(out / "verdicts.csv", index=False, float_format="%.6g")
     needed = budget(args.results / "runs" / "cpu", boot=plan["boot"])
     needed.to_csv(out / "budget.csv", index=False, float_format="%.6g")

@@ -7,9 +7,11 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _study():
     spec = importlib.util.spec_from_file_location("study_verdicts", ROOT / "scripts" / "study_verdicts.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["study_verdicts"] = module   # its processes find their function by this name
     spec.loader.exec_module(module)
     return module
 
@@ -170,6 +173,24 @@ def test_the_study_runs_on_the_committed_members():
     assert set(df.metric) == {"auc", "fpr@95tpr"} and len(df) == 4
     assert (df[df["shift"] > 0].effect.abs() > 0).all() and (df[df["shift"] == 0].effect == 0).all()
     assert (df.rms_se > 0).all() and (df.sd_stat > 0).all() and (df.df_median >= 1).all()
+
+
+def test_the_study_gives_the_same_numbers_on_two_processes_and_resumes_from_its_chunks(tmp_path, monkeypatch):
+    study = _study()
+    monkeypatch.setattr(study, "CHUNK", 2)
+    gen = study.Generator(ROOT / "results" / "runs" / "cpu")
+    plan = {"members": (3,), "null_sims": {3: 3}, "alt_sims": 2, "shifts": (2.0,), "boot": 10, "splits": 4}
+    cols = ["metric", "members", "shift", "sims", "rejections", "sd_stat", "rms_se", "df_median"]
+    one = study.study(gen, plan, progress=False)
+    two = study.study(gen, plan, progress=False, jobs=2, cache=tmp_path)
+    pd.testing.assert_frame_equal(one[cols], two[cols])
+    assert len(list(tmp_path.glob("*.npz"))) == 3   # chunks of 2: null sims 0-1 and 2, shifted 0-1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kept chunk was simulated again")
+    monkeypatch.setattr(study, "_chunk", refuse)
+    again = study.study(gen, plan, progress=False, cache=tmp_path)
+    pd.testing.assert_frame_equal(one[cols], again[cols])
 
 
 @pytest.mark.slow
