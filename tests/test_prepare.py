@@ -80,6 +80,40 @@ def test_corrupt_file_is_named(tmp_path):
         verify_cifar10(root, expect_per_class=None)
 
 
+def test_a_file_hashed_by_an_earlier_process_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    import os
+
+    from hightpr.data import cifar_files
+    from hightpr.data.prepare import make_tiny_cifar10
+
+    root = make_tiny_cifar10(tmp_path)
+    monkeypatch.setattr(cifar_files, "_CHECKED", {})
+    cifar_files.check_checksums(root, "cifar10")                 # hashes every file, records them
+    assert (root / CIFAR10_DIR / cifar_files.VERIFIED).is_file()
+    hashed = []
+    real_md5 = cifar_files.md5
+    monkeypatch.setattr(cifar_files, "md5", lambda path: hashed.append(path.name) or real_md5(path))
+    monkeypatch.setattr(cifar_files, "_CHECKED", {})             # as a new process
+    cifar_files.check_checksums(root, "cifar10")
+    assert hashed == []
+    batch = root / CIFAR10_DIR / "data_batch_2"
+    before = batch.stat()
+    with open(batch, "r+b") as f:                                # same size, new modification time
+        f.write(b"garbage")
+    monkeypatch.setattr(cifar_files, "_CHECKED", {})
+    with pytest.raises(DataMissingError, match="data_batch_2 is missing or corrupt"):
+        cifar_files.check_checksums(root, "cifar10")
+    assert hashed == ["data_batch_2"]
+    monkeypatch.setattr(cifar_files, "_CHECKED", {})
+    with pytest.raises(DataMissingError, match="data_batch_2 is missing or corrupt"):
+        cifar_files.check_checksums(root, "cifar10")             # the failed hash was not recorded
+    os.utime(batch, ns=(before.st_atime_ns, before.st_mtime_ns))  # damaged in place, its time put back:
+    monkeypatch.setattr(cifar_files, "_CHECKED", {})
+    cifar_files.check_checksums(root, "cifar10")                 # loading trusts size and time ...
+    with pytest.raises(DataMissingError, match="data_batch_2 is missing or corrupt"):
+        verify_cifar10(root, expect_per_class=None)              # verify hashes whatever was recorded
+
+
 def test_missing_data_names_the_prepare_command(tmp_path):
     with pytest.raises(DataMissingError, match="python -m hightpr.data.prepare cifar10"):
         load_cifar(str(tmp_path / "nowhere"), True, "cifar10")
