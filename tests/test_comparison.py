@@ -58,6 +58,22 @@ def test_batched_metrics_equal_the_scalar_definitions_with_ties():
             assert fpr_at_tpr_rows(pos, neg, t)[r] == pytest.approx(fpr_at_tpr(s, y, t), abs=1e-12)
 
 
+def test_batched_auc_is_the_rank_sum_forms_float_and_nan_where_a_row_has_one():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(1)
+    pos = np.round(rng.normal(1, 1, size=(50, 300)), 2)
+    neg = np.round(rng.normal(0, 1, size=(50, 700)), 2)
+    ranks = rankdata(np.concatenate([pos, neg], axis=1), axis=1)   # Mann-Whitney by mid-ranks
+    want = (ranks[:, :300].sum(axis=1) - 300 * 301 / 2) / (300 * 700)
+    assert np.array_equal(auc_rows(pos, neg), want)
+    pos[3, 7], neg[5, 0] = np.nan, np.nan
+    got = auc_rows(pos, neg)
+    assert np.isnan(got[[3, 5]]).all() and np.isfinite(np.delete(got, [3, 5])).all()
+    # by hand: positive 2 is above negatives 1 and 0 (2 pairs), positive 1 ties 1 and is above 0 (1.5)
+    assert auc_rows(np.array([[2.0, 1.0]]), np.array([[1.0, 0.0, 3.0]]))[0] == (2 + 1.5) / 6
+
+
 def test_holm_matches_a_hand_worked_family():
     # sorted 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> monotone 0.06)
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
