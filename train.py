@@ -1,6 +1,6 @@
 """Train one model (or a Hydra grid with -m). See README.md; config lives in conf/."""
 
-from hightpr.cli.train import main
+from hightpr.cli.train import run
 
 if __name__ == "__main__":
-    main()
+    run()
