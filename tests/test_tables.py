@@ -129,6 +129,32 @@ def test_claim_verdicts_tell_a_tie_from_a_significant_reversal():
     assert [t.favours() for t in tests] == [True, False, False]
 
 
+def test_a_control_is_judged_on_every_metric_and_its_sentence_names_what_was_equivalent():
+    from hightpr.tables.claims import _control_outcome, sentence
+
+    assert _control_outcome(["equivalent"] * 4) == "control_equivalent"
+    assert _control_outcome(["equivalent", "not_distinguishable"]) == "undecided"
+    assert _control_outcome(["worse", "not_distinguishable"]) == "control_worse"
+    assert _control_outcome(["better", "equivalent"]) == "control_better"      # never "undecided"
+    assert _control_outcome(["better", "worse"]) == "control_mixed"
+    assert _control_outcome([]) == "not_run"
+
+    def test(outcome, margin):
+        return {"outcome": outcome, "statistic": "Δ", "diff": 0.1, "lo": -1.0, "hi": 1.2, "p": 0.8,
+                "p_holm": 1.0, "margin": margin, "p_equiv": 0.01, "p_equiv_holm": 0.03}
+    metrics = [{"metric": "fpr@95tpr", "ours": [14.9, 12.7], "test": test("not_distinguishable", 5)},
+               {"metric": "auc", "ours": [97.5, 97.5], "test": test("equivalent", 1.5)}]
+    line = {"kind": "controls", "outcome": "undecided", "control": "C", "method": "M", "worse": 0,
+            "better": 0, "metrics": metrics}
+    text = sentence(line)
+    assert "FPR@95%TPR 14.9 vs 12.7" in text and "AUC 97.5 vs 97.5" in text and "equivalent within ±1.5" in text
+    assert text.endswith("**against M at this budget: equivalent within the margin on AUC only, not "
+                         "distinguishable on the rest; whether the simpler change explains the method's "
+                         "gain is not decided**")
+    better = sentence({**line, "outcome": "control_better", "better": 1})
+    assert "significantly better than M on 1 of 2 metrics" in better
+
+
 def test_dry_composes_and_validates_every_run_and_trains_nothing(tmp_path, monkeypatch):
     import hightpr.checks
 

@@ -327,8 +327,8 @@ def _attached_title(metric: str) -> str:
 # judge (none: not run, an inactive regulariser, a count rather than a test); neutral otherwise.
 VERDICT_CLASS = {"supported": "supported", "not_supported": "not-supported", "other_way": "not-supported",
                  "equivalent": "not-supported", "not_best": "not-supported", "not_distinguishable": "weak",
-                 "tied": "weak", "not_significant": "weak", "undecided": "weak", "inactive": "none",
-                 "not_run": "none", "no_verdict": "none"}
+                 "tied": "weak", "not_significant": "weak", "undecided": "weak",
+                 "control_better": "not-supported", "inactive": "none", "not_run": "none", "no_verdict": "none"}
 
 
 def verdict_class(line: dict) -> str:

@@ -247,8 +247,8 @@ def markdown(result: dict) -> list[str]:
 
 
 OUTCOMES = ("supported", "not_supported", "other_way", "equivalent", "not_best", "not_distinguishable",
-            "tied", "not_significant", "undecided", "nearer", "control_worse", "control_equivalent",
-            "heading", "inactive", "not_run", "no_verdict")
+            "tied", "not_significant", "undecided", "nearer", "control_worse", "control_better",
+            "control_mixed", "control_equivalent", "heading", "inactive", "not_run", "no_verdict")
 
 
 def _outcome(k: int, n: int, significant: int, against: int = 0, uninformative: int = 0,
@@ -671,19 +671,22 @@ def _controls(claim: dict, view, family: Family) -> list[Line]:
                 metrics = [{"metric": m, "ours": [view.ours(control, m), view.ours(method, m)],
                             "test": t.value(control.label, method.label)} for m, t in tests]
                 outcomes = [m["test"]["outcome"] for m in metrics]
-                worse = sum(o == "worse" for o in outcomes)
-                if not tests:
-                    outcome = "not_run"
-                elif worse:
-                    outcome = "control_worse"
-                elif all(o == "equivalent" for o in outcomes):
-                    outcome = "control_equivalent"
-                else:
-                    outcome = "undecided"
-                return {"kind": "controls", "outcome": outcome, "control": control.label,
-                        "method": method.label, "worse": worse, "metrics": metrics}
+                return {"kind": "controls", "outcome": _control_outcome(outcomes), "control": control.label,
+                        "method": method.label, "worse": outcomes.count("worse"),
+                        "better": outcomes.count("better"), "metrics": metrics}
             lines.append(value)
     return lines or [_empty("no_control")]
+
+
+def _control_outcome(outcomes: list[str]) -> str:
+    """A control against its method from the per-metric test outcomes (control vs method): any
+    significant difference decides; otherwise only equivalence on every metric explains the gain."""
+    worse, better = outcomes.count("worse"), outcomes.count("better")
+    if not outcomes:
+        return "not_run"
+    if worse or better:
+        return "control_mixed" if worse and better else "control_worse" if worse else "control_better"
+    return "control_equivalent" if all(o == "equivalent" for o in outcomes) else "undecided"
 
 
 def _controls_sentence(line: dict) -> str:
@@ -693,13 +696,21 @@ def _controls_sentence(line: dict) -> str:
         shown = "" if t.get("like_with_like") else f" {m['ours'][0]:.1f} vs {m['ours'][1]:.1f}"
         parts.append(f"{metric_name(m['metric'])}{shown} ({test_text(t)}): {word(t)}")
     method, n = line["method"], len(line["metrics"])
+    worse, better = line["worse"], line.get("better", 0)
+    same = [metric_name(m["metric"]) for m in line["metrics"] if m["test"]["outcome"] == "equivalent"]
+    shown = (f"equivalent within the margin on {', '.join(same)} only, not distinguishable on the rest"
+             if same else "not distinguishable on any metric, and not shown equivalent")
     finding = {
         "not_run": "no metric to compare",
-        "control_worse": f"significantly worse than {method} on {line['worse']} of {n} metrics",
+        "control_worse": f"significantly worse than {method} on {worse} of {n} metrics",
+        "control_better": (f"significantly better than {method} on {better} of {n} metrics: the simpler "
+                           "change does more than the method at this budget"),
+        "control_mixed": (f"significantly worse than {method} on {worse} and better on {better} "
+                          f"of {n} metrics"),
         "control_equivalent": (f"equivalent to {method} on every metric within the margins: the simpler "
                                "change explains the method's gain at this budget"),
-        "undecided": (f"not distinguishable from {method} at this budget, and not shown equivalent: whether "
-                      "the simpler change explains the method's gain is not decided")}[line["outcome"]]
+        "undecided": (f"against {method} at this budget: {shown}; whether the simpler change explains "
+                      "the method's gain is not decided")}[line["outcome"]]
     return f"{line['control']} against {method}: " + "; ".join(parts) + f". **{finding}**"
 
 
