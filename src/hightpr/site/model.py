@@ -328,7 +328,8 @@ def _attached_title(metric: str) -> str:
 VERDICT_CLASS = {"supported": "supported", "not_supported": "not-supported", "other_way": "not-supported",
                  "equivalent": "not-supported", "not_best": "not-supported", "not_distinguishable": "weak",
                  "tied": "weak", "not_significant": "weak", "undecided": "weak",
-                 "control_better": "not-supported", "inactive": "none", "not_run": "none", "no_verdict": "none"}
+                 "control_better": "not-supported", "inactive": "none", "not_run": "none",
+                 "no_verdict": "none"}
 
 
 def verdict_class(line: dict) -> str:
