@@ -187,6 +187,13 @@ class ChunkCache:
             tmp.replace(path)
 
 
+def cache_folder(given: str | None, out: Path) -> Path | None:
+    """Where finished chunks are kept: `<out>/.chunks` unless a folder is given; 'none': nowhere."""
+    if given is None:
+        return out / ".chunks"
+    return None if given.lower() == "none" else Path(given)
+
+
 def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comparison.compare,
           progress: bool = True, jobs: int = 1, cache: Path | None = None) -> pd.DataFrame:
     """Every cell of `plan` (members x shift), its simulations run in chunks of CHUNK on `jobs`
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="processes simulating chunks at once (the numbers do not depend on it)")
-    parser.add_argument("--cache", type=Path, default=None,
+    parser.add_argument("--cache", default=None,
                         help="where finished chunks are kept, so a stopped study resumes "
                              "(default: <out>/.chunks; 'none': keep nothing)")
     args = parser.parse_args(argv)
@@ -409,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.results / "studies" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
     gen = Generator(args.results / "runs" / "cpu")
-    cache = None if str(args.cache).lower() == "none" else (args.cache or out / ".chunks")
+    cache = cache_folder(args.cache, out)
     df = study(gen, plan, args.seed, jobs=args.jobs, cache=cache)
     seconds = df.attrs["seconds"]
     df.to_csv(out / "verdicts.csv", index=False, float_format="%.6g")

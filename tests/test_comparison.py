@@ -207,6 +207,10 @@ def test_the_study_gives_the_same_numbers_on_two_processes_and_resumes_from_its_
     monkeypatch.setattr(study, "_chunk", refuse)
     again = study.study(gen, plan, progress=False, cache=tmp_path)
     pd.testing.assert_frame_equal(one[cols], again[cols])
+    # the command keeps its chunks by default, beside its output; 'none' keeps nothing
+    assert study.cache_folder(None, tmp_path) == tmp_path / ".chunks"
+    assert study.cache_folder("none", tmp_path) is None and study.cache_folder("NONE", tmp_path) is None
+    assert study.cache_folder("elsewhere", tmp_path) == Path("elsewhere")
 
 
 @pytest.mark.slow
