@@ -215,8 +215,8 @@ def test_the_study_gives_the_same_numbers_on_two_processes_and_resumes_from_its_
 
 @pytest.mark.slow
 def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
-    """1000 simulated nulls at 10 members: the rejection rate lies in [0.03, 0.07] for AUC and FPR@95%TPR;
-    a procedure that never rejects, or one that ignores member noise, falls outside."""
+    """1000 simulated nulls at 10 members: the rejection rate lies in [0.03, 0.07] for AUC and
+    FPR@95%TPR, and 100 alternatives at 2.3 AUC / 10.2 FPR@95 points are rejected 80% of the time."""
     study = _study()
     gen = study.Generator(ROOT / "results" / "runs" / "cpu")
     got = study.rejections(gen, 10, 0.0, 1000, boot=100, seed=11, splits=MAX_PAIRS)
@@ -225,8 +225,16 @@ def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
     power = study.rejections(gen, 10, 1.0, 100, boot=100, seed=12, splits=MAX_PAIRS)
     assert all(seen["rejections"] / 100 >= 0.8 for seen in power.values()), power
 
+
+def test_the_size_band_fails_a_procedure_that_never_rejects_or_ignores_the_members():
+    """The band the slow size test holds the tables' test to is not one any procedure passes: one
+    that never rejects, and one that sees test samples only (each arm's ensemble as one model, so
+    the members' noise is left out), fall outside it on the same simulated nulls."""
+    study = _study()
+    gen = study.Generator(ROOT / "results" / "runs" / "cpu")
+
     def never(arms, labels, metric, **kw):
-        return {**compare(arms, labels, metric, **kw), "p": 1.0}
+        return {"p": 1.0, "diff": 0.0, "se": 1.0, "df": 1.0}
 
     def test_samples_only(arms, labels, metric, **kw):
         return compare([Arm(np.asarray(a.scores).mean(0, keepdims=True)) for a in arms], labels, metric, **kw)
@@ -235,6 +243,7 @@ def test_size_is_nominal_and_power_real_on_arms_from_the_committed_members():
         got = study.rejections(gen, 10, 0.0, 200, boot=100, seed=13, procedure=procedure, splits=MAX_PAIRS)
         assert any(not 0.03 <= seen["rejections"] / 200 <= 0.07 for seen in got.values()), \
             (procedure.__name__, got)
+    assert got["auc"]["rejections"] / 200 > 0.07          # members' noise left out: far too many
 
 
 def test_hightpr_compare_runs_the_tables_test_on_two_ensembles():
