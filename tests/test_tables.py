@@ -149,9 +149,9 @@ def test_a_control_is_judged_on_every_metric_and_its_sentence_names_what_was_equ
     text = sentence(line)
     assert "FPR@95%TPR 14.9 vs 12.7" in text and "AUC 97.5 vs 97.5" in text
     assert "equivalent within ±1.5" in text
-    assert text.endswith("**against M at this budget: equivalent within the margin on AUC only, not "
-                         "distinguishable on the rest; whether the simpler change explains the method's "
-                         "gain is not decided**")
+    assert text.endswith("**equivalent to M within the margin on AUC only, not distinguishable on the "
+                         "rest at this budget: whether the simpler change explains the method's gain is "
+                         "not decided**")
     better = sentence({**line, "outcome": "control_better", "better": 1})
     assert "significantly better than M on 1 of 2 metrics" in better
 

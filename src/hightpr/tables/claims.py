@@ -698,8 +698,9 @@ def _controls_sentence(line: dict) -> str:
     method, n = line["method"], len(line["metrics"])
     worse, better = line["worse"], line.get("better", 0)
     same = [metric_name(m["metric"]) for m in line["metrics"] if m["test"]["outcome"] == "equivalent"]
-    shown = (f"equivalent within the margin on {', '.join(same)} only, not distinguishable on the rest"
-             if same else "not distinguishable on any metric, and not shown equivalent")
+    shown = (f"equivalent to {method} within the margin on {', '.join(same)} only, not distinguishable "
+             "on the rest" if same else f"not distinguishable from {method} on any metric, and not shown "
+             "equivalent")
     finding = {
         "not_run": "no metric to compare",
         "control_worse": f"significantly worse than {method} on {worse} of {n} metrics",
@@ -709,8 +710,8 @@ def _controls_sentence(line: dict) -> str:
                           f"of {n} metrics"),
         "control_equivalent": (f"equivalent to {method} on every metric within the margins: the simpler "
                                "change explains the method's gain at this budget"),
-        "undecided": (f"against {method} at this budget: {shown}; whether the simpler change explains "
-                      "the method's gain is not decided")}[line["outcome"]]
+        "undecided": (f"{shown} at this budget: whether the simpler change explains the method's gain "
+                      "is not decided")}[line["outcome"]]
     return f"{line['control']} against {method}: " + "; ".join(parts) + f". **{finding}**"
 
 
