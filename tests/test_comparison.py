@@ -240,10 +240,10 @@ def test_the_size_band_fails_a_procedure_that_never_rejects_or_ignores_the_membe
         return compare([Arm(np.asarray(a.scores).mean(0, keepdims=True)) for a in arms], labels, metric, **kw)
 
     for procedure in (never, test_samples_only):
-        got = study.rejections(gen, 10, 0.0, 200, boot=100, seed=13, procedure=procedure, splits=MAX_PAIRS)
-        assert any(not 0.03 <= seen["rejections"] / 200 <= 0.07 for seen in got.values()), \
+        got = study.rejections(gen, 10, 0.0, 100, boot=100, seed=13, procedure=procedure, splits=MAX_PAIRS)
+        assert any(not 0.03 <= seen["rejections"] / 100 <= 0.07 for seen in got.values()), \
             (procedure.__name__, got)
-    assert got["auc"]["rejections"] / 200 > 0.07          # members' noise left out: far too many
+    assert got["auc"]["rejections"] / 100 > 0.07          # members' noise left out: far too many
 
 
 def test_hightpr_compare_runs_the_tables_test_on_two_ensembles():
