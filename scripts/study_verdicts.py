@@ -11,6 +11,10 @@ RankReg Table 1 (binary CIFAR-10 0 vs 1 at 1:100, test 1000 + 1000):
   rows' ensembles (every row of the block pooled, each rescaled to the population row's score
   spread): it has the real members' covariance across test samples, so members differ in skill
   and in which samples they get wrong as the trained ones do;
+- *seeds*: member i of the two arms shares the seed's part of its deviation, as members of two
+  rows trained with the same seed do (same data draw, initialisation, augmentation): their
+  deviations correlate as the pool's same-seed members do on average (`seed_correlation`), and the
+  test pairs them by seed, as the tables do;
 - a *test set* is a stratified draw with replacement of the 1000 + 1000 test samples, the same
   for both arms (paired, as the tables' rows are);
 - a *null*: two arms of M such members each; an *alternative*: arm A's members score positives
@@ -80,10 +84,18 @@ class Generator:
         self.deviations = np.concatenate(deviations)
         self.dof = sum(s.shape[0] - 1 for s in rows.values())
         self.rows = {k: s.shape[0] for k, s in rows.items()}
+        self.seed_correlation = seed_correlation(Path(pool) / "ensembles", rows)
 
-    def members(self, rng: np.random.Generator, m: int, shift: float = 0.0) -> np.ndarray:
-        z = rng.normal(size=(m, self.deviations.shape[0]))
-        return self.mean + shift * self.y + z @ self.deviations / math.sqrt(self.dof)
+    def pair(self, rng: np.random.Generator, m: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Two arms of m members, member i of each sharing seed i's part of the deviation (its
+        correlation `seed_correlation`); arm A's members score positives `shift` logits higher."""
+        r = self.seed_correlation
+        seeds = rng.normal(size=(m, self.deviations.shape[0]))
+        arms = []
+        for lift in (shift, 0.0):
+            z = math.sqrt(r) * seeds + math.sqrt(1 - r) * rng.normal(size=seeds.shape)
+            arms.append(self.mean + lift * self.y + z @ self.deviations / math.sqrt(self.dof))
+        return arms[0], arms[1]
 
     def test_draw(self, rng: np.random.Generator) -> np.ndarray:
         pos, neg = np.flatnonzero(self.y), np.flatnonzero(~self.y)
@@ -95,6 +107,23 @@ class Generator:
         fn = comparison.binary_metric(metric)
         y = self.y[None]
         return 100 * float(fn((self.mean + shift * self.y)[None], y)[0] - fn(self.mean[None], y)[0])
+
+
+def seed_correlation(ensembles: Path, rows: dict[str, np.ndarray]) -> float:
+    """The mean correlation, over test samples, of two members' deviations from their rows'
+    ensembles when the members share a training seed: over every pair of rows and every seed the
+    two trained (0 where no two rows share a seed; never below 0)."""
+    from hightpr.tables.results import Outcome
+
+    by_seed = {}
+    for key, scores in rows.items():
+        seeds = Outcome(key, {}, {}, scores.shape[0], ensembles / key).seeds
+        if seeds is not None:
+            dev = scores - scores.mean(axis=0)
+            by_seed[key] = dict(zip(seeds, dev, strict=True))
+    got = [np.corrcoef(a[s], b[s])[0, 1] for i, a in enumerate(by_seed.values())
+           for b in list(by_seed.values())[i + 1:] for s in a.keys() & b.keys()]
+    return max(0.0, float(np.mean(got))) if got else 0.0
 
 
 Procedure = Callable[..., dict]
@@ -110,7 +139,7 @@ def _chunk(gen: Generator, m: int, shift: float, first: int, count: int, boot: i
     seen: dict[str, list[tuple[float, float, float, float]]] = {metric: [] for metric in METRICS}
     seeds = tuple(range(1, m + 1))
     for s in range(first, first + count):
-        a, b = gen.members(rng, m, shift), gen.members(rng, m)
+        a, b = gen.pair(rng, m, shift)
         idx = gen.test_draw(rng)
         arms = [comparison.Arm(a[:, idx], seeds), comparison.Arm(b[:, idx], seeds)]
         for metric in METRICS:
@@ -124,8 +153,15 @@ def _summary(got: dict[str, np.ndarray]) -> dict[str, dict]:
     out = {}
     for metric, rows in got.items():
         p, diff, se, df = rows.T
+        ratio = diff / se
+        ok = np.isfinite(ratio)
+        spread = float(np.var(ratio[ok], ddof=1)) if ok.sum() > 2 else math.nan
         out[metric] = {"rejections": int((p <= ALPHA).sum()), "sd_stat": float(np.std(diff, ddof=1)),
-                       "rms_se": float(np.sqrt(np.nanmean(se * se))), "df_median": float(np.nanmedian(df))}
+                       "rms_se": float(np.sqrt(np.nanmean(se * se))), "df_median": float(np.nanmedian(df)),
+                       "sd_ratio": math.sqrt(spread) if spread == spread else math.nan,
+                       "df_matching": 2 * spread / (spread - 1) if spread > 1 else math.inf,
+                       "corr_diff_se": (float(np.corrcoef(np.abs(diff[ok]), se[ok])[0, 1])
+                                        if ok.sum() > 2 and np.std(se[ok]) > 0 else math.nan)}
     return out
 
 
@@ -245,7 +281,9 @@ def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comp
                          "effect": gen.effect(metric, shift), "sims": sims, "rejections": k,
                          "rate": k / sims, "ci_low": lo, "ci_high": hi,
                          "sd_stat": seen["sd_stat"], "rms_se": seen["rms_se"],
-                         "df_median": seen["df_median"], "boot": plan["boot"], "splits": plan["splits"]})
+                         "df_median": seen["df_median"], "sd_ratio": seen["sd_ratio"],
+                         "df_matching": seen["df_matching"], "corr_diff_se": seen["corr_diff_se"],
+                         "boot": plan["boot"], "splits": plan["splits"]})
     df = pd.DataFrame(rows)
     df.attrs["seconds"] = float(sum(float(got["seconds"]) for got in done.values()))
     return df
@@ -328,15 +366,21 @@ def markdown(df: pd.DataFrame, gen: Generator, plan: dict, seconds: float,
              f"{seconds:.0f} s of simulation (summed over its processes). "
              "`python scripts/study_verdicts.py` (make study-verdicts).", "",
              "## Size: rejection rate when the two arms are drawn alike", "",
-             "*spread*: the SD of the difference over the simulated nulls (points); *se*: the test's "
+             f"Member i of the two arms shares its seed's part of the deviation (correlation "
+             f"{gen.seed_correlation:.2f}, the pool's same-seed members' mean), and the test pairs them by "
+             "seed. *spread*: the SD of the difference over the simulated nulls (points); *se*: the test's "
              "standard error, root mean square over them (their ratio near 1: the variance is right on "
-             "average); *df*: the median degrees of freedom of its t reference.", "",
-             "| metric | members | simulations | rejected | 95% interval | spread | se | se / spread | df |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "average); *df*: the median degrees of freedom of its t reference; *SD of t*: the SD of "
+             "difference / se over the nulls, and *df of that SD*: the degrees of freedom of the t "
+             "distribution with that SD (∞: at most 1); *corr*: the correlation of |difference| with se.", "",
+             "| metric | members | simulations | rejected | 95% interval | spread | se | se / spread | df "
+             "| SD of t | df of that SD | corr |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in null.itertuples():
         lines.append(f"| {r.metric} | {r.members} | {r.sims} | {r.rate:.3f} "
                      f"| [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.sd_stat:.2f} | {r.rms_se:.2f} "
-                     f"| {r.rms_se / r.sd_stat:.2f} | {r.df_median:.1f} |")
+                     f"| {r.rms_se / r.sd_stat:.2f} | {r.df_median:.1f} | {r.sd_ratio:.2f} "
+                     f"| {r.df_matching:.1f} | {r.corr_diff_se:+.2f} |")
     lines += ["", "## Power: rejection rate against the effect (points)", "",
               "| metric | members | shift (logits) | effect (points) | simulations | rejected |",
               "|---|---:|---:|---:|---:|---:|"]
