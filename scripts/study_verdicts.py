@@ -127,6 +127,8 @@ def seed_correlation(ensembles: Path, rows: dict[str, np.ndarray]) -> float:
 
 
 Procedure = Callable[..., dict]
+# How members and tests are drawn: a change to the drawing bumps it, so old chunks are not reused.
+SIMULATION = 2
 CHUNK = 100   # simulations per independent random stream: a cell's numbers do not depend on --jobs
 
 
@@ -196,7 +198,8 @@ class ChunkCache:
     def __init__(self, folder: Path | None, gen: Generator, plan: dict, procedure: Procedure) -> None:
         self.folder = folder
         pool = ",".join(f"{k}:{n}" for k, n in sorted(gen.rows.items()))
-        self.base = f"{pool}|{plan['boot']}|{plan['splits']}|{procedure.__module__}.{procedure.__name__}"
+        self.base = (f"{SIMULATION}|{pool}|seeds {gen.seed_correlation:.9f}|{plan['boot']}|{plan['splits']}|"
+                     f"{procedure.__module__}.{procedure.__name__}")
 
     def _path(self, *part: object) -> Path | None:
         if self.folder is None:

@@ -191,6 +191,19 @@ def test_the_study_runs_on_the_committed_members():
     assert (df.rms_se > 0).all() and (df.sd_stat > 0).all() and (df.df_median >= 1).all()
 
 
+def test_the_studys_arms_share_each_seeds_part_as_the_pools_same_seed_members_do():
+    """Members i of the two simulated arms correlate across test samples as the committed rows'
+    same-seed members do on average (0.12-0.43 by pair of rows), and members of different seeds do not."""
+    study = _study()
+    gen = study.Generator(ROOT / "results" / "runs" / "cpu")
+    assert 0.1 < gen.seed_correlation < 0.45
+    a, b = gen.pair(np.random.default_rng(0), 300)
+    da, db = a - gen.mean, b - gen.mean
+    same = np.mean([np.corrcoef(da[i], db[i])[0, 1] for i in range(300)])
+    other = np.mean([np.corrcoef(da[i], db[i - 1])[0, 1] for i in range(300)])
+    assert same == pytest.approx(gen.seed_correlation, abs=0.03) and abs(other) < 0.03
+
+
 def test_the_study_gives_the_same_numbers_on_two_processes_and_resumes_from_its_chunks(tmp_path, monkeypatch):
     study = _study()
     monkeypatch.setattr(study, "CHUNK", 2)
@@ -207,6 +220,9 @@ def test_the_study_gives_the_same_numbers_on_two_processes_and_resumes_from_its_
     monkeypatch.setattr(study, "_chunk", refuse)
     again = study.study(gen, plan, progress=False, cache=tmp_path)
     pd.testing.assert_frame_equal(one[cols], again[cols])
+    gen.seed_correlation = 0.0      # members drawn another way: the kept chunks are not reused
+    with pytest.raises(AssertionError, match="simulated again"):
+        study.study(gen, plan, progress=False, cache=tmp_path)
     # the command keeps its chunks by default, beside its output; 'none' keeps nothing
     assert study.cache_folder(None, tmp_path) == tmp_path / ".chunks"
     assert study.cache_folder("none", tmp_path) is None and study.cache_folder("NONE", tmp_path) is None
