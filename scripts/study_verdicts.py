@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from hightpr.metrics import comparison
-from hightpr.tables.results import _member_test
+from hightpr.tables.results import Outcome, _member_test
 
 ALPHA = 0.05
 METRICS = ("auc", "fpr@95tpr")
@@ -109,15 +109,18 @@ class Generator:
         return 100 * float(fn((self.mean + shift * self.y)[None], y)[0] - fn(self.mean[None], y)[0])
 
 
+def row_seeds(ensembles: Path, key: str, members: int) -> tuple[int, ...] | None:
+    """Each member's training seed, in `_member_test`'s order (None where one is unknown)."""
+    return Outcome(key, {}, {}, members, ensembles / key).seeds
+
+
 def seed_correlation(ensembles: Path, rows: dict[str, np.ndarray]) -> float:
     """The mean correlation, over test samples, of two members' deviations from their rows'
     ensembles when the members share a training seed: over every pair of rows and every seed the
     two trained (0 where no two rows share a seed; never below 0)."""
-    from hightpr.tables.results import Outcome
-
     by_seed = {}
     for key, scores in rows.items():
-        seeds = Outcome(key, {}, {}, scores.shape[0], ensembles / key).seeds
+        seeds = row_seeds(ensembles, key, scores.shape[0])
         if seeds is not None:
             dev = scores - scores.mean(axis=0)
             by_seed[key] = dict(zip(seeds, dev, strict=True))
@@ -160,7 +163,7 @@ def _summary(got: dict[str, np.ndarray]) -> dict[str, dict]:
         spread = float(np.var(ratio[ok], ddof=1)) if ok.sum() > 2 else math.nan
         out[metric] = {"rejections": int((p <= ALPHA).sum()), "sd_stat": float(np.std(diff, ddof=1)),
                        "rms_se": float(np.sqrt(np.nanmean(se * se))), "df_median": float(np.nanmedian(df)),
-                       "sd_ratio": math.sqrt(spread) if spread == spread else math.nan,
+                       "sd_ratio": math.nan if math.isnan(spread) else math.sqrt(spread),
                        "df_matching": 2 * spread / (spread - 1) if spread > 1 else math.inf,
                        "corr_diff_se": (float(np.corrcoef(np.abs(diff[ok]), se[ok])[0, 1])
                                         if ok.sum() > 2 and np.std(se[ok]) > 0 else math.nan)}
@@ -323,8 +326,7 @@ def budget(pool: Path, boot: int = 200, most: int = 60) -> pd.DataFrame:
         if not path.is_dir():
             return None
         _, y, scores = _member_test(path, True)
-        from hightpr.tables.results import Outcome
-        seeds = Outcome(key, {}, {}, scores.shape[0], path).seeds
+        seeds = row_seeds(Path(pool) / "ensembles", key, scores.shape[0])
         return y.astype(bool), comparison.Arm(scores, seeds)
 
     rankreg = arm(BLOCK[1])
