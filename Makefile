@@ -88,7 +88,7 @@ figures:  ## re-render both figures from saved runs, training nothing
 device-check:  ## the prepared GPU check: speed, memory, correctness, one JSON line (DEVICE=cpu QUICK=1 on a CPU)
 	$(RUN_PY) scripts/device_check.py --device $(DEVICE) $(if $(QUICK),--quick) --results $(RESULTS)
 
-study-verdicts:  ## size and power of the tables' comparison test (results/studies/; QUICK=1: about a minute)
+study-verdicts:  ## size and power of the tables' comparison test (results/studies/; QUICK=1: about 2 minutes)
 	$(BIN)/python scripts/study_verdicts.py $(if $(QUICK),--quick) --results $(RESULTS)
 
 study-thresholds:  ## which validation threshold keeps its TPR promise (results/studies/; QUICK=1 for a short one)

@@ -17,8 +17,13 @@ RankReg Table 1 (binary CIFAR-10 0 vs 1 at 1:100, test 1000 + 1000):
   test pairs them by seed, as the tables do;
 - a *test set* is a stratified draw with replacement of the 1000 + 1000 test samples, the same
   for both arms (paired, as the tables' rows are);
-- a *null*: two arms of M such members each; an *alternative*: arm A's members score positives
-  `shift` logits higher. The effect is the population difference of the metric, in points.
+- a *null*: two arms of M such members each, alike, or *differing* on a fraction of the samples:
+  arm B's members (population and deviations) are relabelled among the samples of each class on a
+  random fraction `differ` of them, which leaves every metric of arm B's ensembles on the full test
+  set exactly as arm A's (AUC and FPR@TPR see only each class's scores) while the two rows now
+  disagree sample by sample, as two methods do (the committed rows' ensembles correlate 0.71-0.97
+  within a class; `pair_correlations`); an *alternative*: arm A's members score positives `shift`
+  logits higher. The effect is the population difference of the metric, in points.
 
 Each cell reports the rejection rate at α = 0.05 (two-sided) with its Wilson 95% interval; the
 test's own test-sample bootstrap uses `--boot` replicates (the tables use 1000; the component it
@@ -55,10 +60,12 @@ BLOCK = ("cifar10_binary-bce-none-252993f6a7", "cifar10_binary-bce-rankreg-31e95
          "cifar10_binary-bce-none-c79e21bf80", "cifar10_binary-bce-alm-33f5966971",
          "cifar10_binary-bce-rankreg-291d64d7fc")   # BCE, +RankReg, dual sampler, ALM μ0 1e-3, control
 # 10 members, the size the tables decide at: 2000 nulls put a size near 0.04 within about ±0.009
-FULL = {"members": (3, 5, 10), "null_sims": {3: 300, 5: 300, 10: 2000}, "alt_sims": 60,
-        "shifts": (0.5, 1.0, 1.5), "boot": 100, "splits": comparison.MAX_PAIRS}
-QUICK = {"members": (10,), "null_sims": {10: 200}, "alt_sims": 40, "shifts": (0.5, 1.0), "boot": 30,
-         "splits": comparison.MAX_PAIRS}
+# nulls: {members: {differ: simulations}}; alternatives are drawn alike (differ 0)
+FULL = {"members": (3, 5, 10), "null_sims": {3: {0.0: 300, 0.1: 300}, 5: {0.0: 300, 0.1: 300},
+                                             10: {0.0: 2000, 0.05: 600, 0.1: 1000, 0.25: 600}},
+        "alt_sims": 60, "shifts": (0.5, 1.0, 1.5), "boot": 100, "splits": comparison.MAX_PAIRS}
+QUICK = {"members": (10,), "null_sims": {10: {0.0: 200, 0.1: 200}}, "alt_sims": 40, "shifts": (0.5, 1.0),
+         "boot": 30, "splits": comparison.MAX_PAIRS}
 # Member splits as the tables use them (MAX_PAIRS): with fewer, the a/h + b/h² fit fails more often
 # and its fallback changes the test's size, so a study on fewer would not measure the tables' test.
 
@@ -86,16 +93,31 @@ class Generator:
         self.rows = {k: s.shape[0] for k, s in rows.items()}
         self.seed_correlation = seed_correlation(Path(pool) / "ensembles", rows)
 
-    def pair(self, rng: np.random.Generator, m: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def pair(self, rng: np.random.Generator, m: int, shift: float = 0.0,
+             differ: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Two arms of m members, member i of each sharing seed i's part of the deviation (its
-        correlation `seed_correlation`); arm A's members score positives `shift` logits higher."""
+        correlation `seed_correlation`); arm A's members score positives `shift` logits higher, and
+        arm B's samples are relabelled within their class on a random fraction `differ` of them."""
         r = self.seed_correlation
         seeds = rng.normal(size=(m, self.deviations.shape[0]))
         arms = []
         for lift in (shift, 0.0):
             z = math.sqrt(r) * seeds + math.sqrt(1 - r) * rng.normal(size=seeds.shape)
             arms.append(self.mean + lift * self.y + z @ self.deviations / math.sqrt(self.dof))
+        if differ > 0:
+            order = np.arange(self.y.size)
+            for cls in (True, False):
+                chosen = np.flatnonzero(self.y == cls)
+                chosen = chosen[rng.random(chosen.size) < differ]
+                order[chosen] = rng.permutation(chosen)
+            arms[1] = arms[1][:, order]
         return arms[0], arms[1]
+
+    def correlation(self, a: np.ndarray, b: np.ndarray) -> float:
+        """How alike two arms' ensembles are sample by sample: their correlation within each class,
+        averaged over the two classes."""
+        ea, eb = a.mean(axis=0), b.mean(axis=0)
+        return float(np.mean([np.corrcoef(ea[k], eb[k])[0, 1] for k in (self.y, ~self.y)]))
 
     def test_draw(self, rng: np.random.Generator) -> np.ndarray:
         pos, neg = np.flatnonzero(self.y), np.flatnonzero(~self.y)
@@ -112,6 +134,19 @@ class Generator:
 def row_seeds(ensembles: Path, key: str, members: int) -> tuple[int, ...] | None:
     """Each member's training seed, in `_member_test`'s order (None where one is unknown)."""
     return Outcome(key, {}, {}, members, ensembles / key).seeds
+
+
+def pair_correlations(pool: Path, block: tuple[str, ...] = BLOCK) -> list[float]:
+    """`Generator.correlation` of every pair of the block's committed rows (their ensembles)."""
+    rows = []
+    for key in block:
+        path = Path(pool) / "ensembles" / key
+        if path.is_dir():
+            _, y, scores = _member_test(path, True)
+            rows.append(scores.mean(axis=0))
+    y = y.astype(bool)
+    return [float(np.mean([np.corrcoef(a[k], b[k])[0, 1] for k in (y, ~y)]))
+            for i, a in enumerate(rows) for b in rows[i + 1:]]
 
 
 def seed_correlation(ensembles: Path, rows: dict[str, np.ndarray]) -> float:
@@ -131,27 +166,30 @@ def seed_correlation(ensembles: Path, rows: dict[str, np.ndarray]) -> float:
 
 Procedure = Callable[..., dict]
 # How members and tests are drawn: a change to the drawing bumps it, so old chunks are not reused.
-SIMULATION = 2
+SIMULATION = 3
 CHUNK = 100   # simulations per independent random stream: a cell's numbers do not depend on --jobs
 
 
 def _chunk(gen: Generator, m: int, shift: float, first: int, count: int, boot: int, seed: int,
-           procedure: Procedure, splits: int, stream: int) -> dict[str, np.ndarray]:
-    """Simulations first..first+count-1 of one cell: per metric, rows of (p, diff, se, df). Their
-    members and test sets come from the random stream (seed, stream); simulation s seeds its test."""
+           procedure: Procedure, splits: int, stream: int, differ: float = 0.0) -> dict[str, np.ndarray]:
+    """Simulations first..first+count-1 of one cell: per metric, rows of (p, diff, se, df), and each
+    simulation's `Generator.correlation`. Their members and test sets come from the random stream
+    (seed, stream); simulation s seeds its test."""
     began = time.perf_counter()
     rng = np.random.default_rng([seed, stream])
     seen: dict[str, list[tuple[float, float, float, float]]] = {metric: [] for metric in METRICS}
     seeds = tuple(range(1, m + 1))
+    alike = []
     for s in range(first, first + count):
-        a, b = gen.pair(rng, m, shift)
+        a, b = gen.pair(rng, m, shift, differ)
+        alike.append(gen.correlation(a, b))
         idx = gen.test_draw(rng)
         arms = [comparison.Arm(a[:, idx], seeds), comparison.Arm(b[:, idx], seeds)]
         for metric in METRICS:
             ev = procedure(arms, gen.y[idx], metric, n=boot, seed=s, splits=splits, scale=100)
             seen[metric].append((ev["p"], ev["diff"], ev.get("se", math.nan), ev.get("df", math.nan)))
     out = {metric: np.array(got, dtype=float).reshape(-1, 4) for metric, got in seen.items()}
-    return {**out, "seconds": np.array(time.perf_counter() - began)}
+    return {**out, "corr": np.array(alike), "seconds": np.array(time.perf_counter() - began)}
 
 
 def _summary(got: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -175,10 +213,11 @@ def _pieces(sims: int) -> list[tuple[int, int]]:
 
 
 def rejections(gen: Generator, m: int, shift: float, sims: int, boot: int, seed: int,
-               procedure: Procedure = comparison.compare, splits: int = 126) -> dict[str, dict]:
+               procedure: Procedure = comparison.compare, splits: int = 126,
+               differ: float = 0.0) -> dict[str, dict]:
     """Per metric: how many of `sims` simulated comparisons `procedure` rejects at ALPHA, and how
     its standard error and degrees of freedom compare with the statistic's spread over the sims."""
-    parts = [_chunk(gen, m, shift, first, count, boot, seed, procedure, splits, first // CHUNK)
+    parts = [_chunk(gen, m, shift, first, count, boot, seed, procedure, splits, first // CHUNK, differ)
              for first, count in _pieces(sims)]
     return _summary({metric: np.concatenate([p[metric] for p in parts]) for metric in METRICS})
 
@@ -190,8 +229,8 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def _cell_seed(seed: int, m: int, shift: float) -> int:
-    return seed + 1000 * m + int(100 * shift)
+def _cell_seed(seed: int, m: int, shift: float, differ: float = 0.0) -> int:
+    return seed + 1000 * m + int(100 * shift) + 100_000 * round(100 * differ)
 
 
 class ChunkCache:
@@ -216,7 +255,7 @@ class ChunkCache:
             return None
         try:
             with np.load(path) as f:
-                return {key: f[key] for key in (*METRICS, "seconds")}
+                return {key: f[key] for key in (*METRICS, "corr", "seconds")}
         except (OSError, KeyError, ValueError):
             return None   # a damaged chunk is simulated again
 
@@ -238,35 +277,42 @@ def cache_folder(given: str | None, out: Path) -> Path | None:
 
 def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comparison.compare,
           progress: bool = True, jobs: int = 1, cache: Path | None = None) -> pd.DataFrame:
-    """Every cell of `plan` (members x shift), its simulations run in chunks of CHUNK on `jobs`
-    processes (the same numbers for any `jobs`); with `cache`, finished chunks are kept and reused."""
+    """Every cell of `plan` (members x shift, and the nulls' `differ`), its simulations run in chunks
+    of CHUNK on `jobs` processes (the same numbers for any `jobs`); with `cache`, finished chunks are
+    kept and reused."""
     store = ChunkCache(cache, gen, plan, procedure)
-    cells = [(m, shift, plan["null_sims"][m] if shift == 0 else plan["alt_sims"])
-             for m in plan["members"] for shift in (0.0, *plan["shifts"])]
-    tasks = [(m, shift, first, count) for m, shift, sims in cells for first, count in _pieces(sims)]
+    cells = [(m, 0.0, differ, sims) for m in plan["members"] for differ, sims in plan["null_sims"][m].items()]
+    cells += [(m, shift, 0.0, plan["alt_sims"]) for m in plan["members"] for shift in plan["shifts"]]
+    tasks = [(m, shift, differ, first, count) for m, shift, differ, sims in cells
+             for first, count in _pieces(sims)]
+
+    def part(task: tuple) -> tuple:   # the chunk's name in the cache (differ only where it is not 0)
+        m, shift, differ, first, count = task
+        return (m, shift, first, count, _cell_seed(seed, m, shift, differ), *((differ,) if differ else ()))
+
     done: dict[tuple, dict[str, np.ndarray]] = {}
-    for m, shift, first, count in tasks:
-        got = store.get(m, shift, first, count, _cell_seed(seed, m, shift))
+    for task in tasks:
+        got = store.get(*part(task))
         if got is not None:
-            done[(m, shift, first)] = got
-    todo = [t for t in tasks if (t[0], t[1], t[2]) not in done]
+            done[task[:4]] = got
+    todo = [t for t in tasks if t[:4] not in done]
     began = time.perf_counter()
     if progress and done:
         print(f"{len(done)} of {len(tasks)} chunks already simulated ({cache})", flush=True)
 
     def finished(task: tuple, got: dict[str, np.ndarray]) -> None:
-        m, shift, first, count = task
-        store.put(got, m, shift, first, count, _cell_seed(seed, m, shift))
-        done[(m, shift, first)] = got
+        m, shift, differ, first, count = task
+        store.put(got, *part(task))
+        done[task[:4]] = got
         if progress:
-            print(f"M={m} shift={shift:g} sims {first}-{first + count - 1}: "
+            print(f"M={m} shift={shift:g} differ={differ:g} sims {first}-{first + count - 1}: "
                   + ", ".join(f"{k} {int((got[k][:, 0] <= ALPHA).sum())}/{count}" for k in METRICS)
                   + f" ({len(done)}/{len(tasks)}, {time.perf_counter() - began:.0f} s)", flush=True)
 
     def args(task: tuple) -> tuple:
-        m, shift, first, count = task
-        return (gen, m, shift, first, count, plan["boot"], _cell_seed(seed, m, shift), procedure,
-                plan["splits"], first // CHUNK)
+        m, shift, differ, first, count = task
+        return (gen, m, shift, first, count, plan["boot"], _cell_seed(seed, m, shift, differ), procedure,
+                plan["splits"], first // CHUNK, differ)
 
     if jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -277,13 +323,14 @@ def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comp
         for task in todo:
             finished(task, _chunk(*args(task)))
     rows = []
-    for m, shift, sims in cells:
-        got = _summary({metric: np.concatenate([done[(m, shift, first)][metric]
-                                                for first, _ in _pieces(sims)]) for metric in METRICS})
+    for m, shift, differ, sims in cells:
+        chunks = [done[(m, shift, differ, first)] for first, _ in _pieces(sims)]
+        got = _summary({metric: np.concatenate([c[metric] for c in chunks]) for metric in METRICS})
+        alike = float(np.mean(np.concatenate([c["corr"] for c in chunks])))
         for metric, seen in got.items():
             k = seen["rejections"]
             lo, hi = wilson(k, sims)
-            rows.append({"metric": metric, "members": m, "shift": shift,
+            rows.append({"metric": metric, "members": m, "shift": shift, "differ": differ, "corr": alike,
                          "effect": gen.effect(metric, shift), "sims": sims, "rejections": k,
                          "rate": k / sims, "ci_low": lo, "ci_high": hi,
                          "sd_stat": seen["sd_stat"], "rms_se": seen["rms_se"],
@@ -361,7 +408,7 @@ def budget(pool: Path, boot: int = 200, most: int = 60) -> pd.DataFrame:
 
 
 def markdown(df: pd.DataFrame, gen: Generator, plan: dict, seconds: float,
-             budget_df: pd.DataFrame | None = None) -> str:
+             budget_df: pd.DataFrame | None = None, pairs: list[float] | None = None) -> str:
     null = df[df["shift"] == 0]
     lines = ["# Size and power of the tables' comparison test", "",
              f"Simulated from the committed members of {len(gen.rows)} rows of RankReg Table 1's CPU "
@@ -370,19 +417,24 @@ def markdown(df: pd.DataFrame, gen: Generator, plan: dict, seconds: float,
              f"and {plan['splits']} member splits per size inside each test (the tables: 1000 and 126); "
              f"{seconds:.0f} s of simulation (summed over its processes). "
              "`python scripts/study_verdicts.py` (make study-verdicts).", "",
-             "## Size: rejection rate when the two arms are drawn alike", "",
+             "## Size: rejection rate under the null", "",
              f"Member i of the two arms shares its seed's part of the deviation (correlation "
              f"{gen.seed_correlation:.2f}, the pool's same-seed members' mean), and the test pairs them by "
-             "seed. *spread*: the SD of the difference over the simulated nulls (points); *se*: the test's "
+             "seed. *rows differ on*: the fraction of samples on which arm B's members are relabelled within "
+             "their class (0: the two arms are drawn alike; any fraction leaves the null exact); *alike*: "
+             "the two arms' ensembles' correlation within a class, mean over the nulls"
+             + (f" (the committed rows of the block, pair by pair: {min(pairs):.2f}-{max(pairs):.2f}, "
+                f"median {float(np.median(pairs)):.2f})" if pairs else "")
+             + ". *spread*: the SD of the difference over the simulated nulls (points); *se*: the test's "
              "standard error, root mean square over them (their ratio near 1: the variance is right on "
              "average); *df*: the median degrees of freedom of its t reference; *SD of t*: the SD of "
              "difference / se over the nulls, and *df of that SD*: the degrees of freedom of the t "
              "distribution with that SD (∞: at most 1); *corr*: the correlation of |difference| with se.", "",
-             "| metric | members | simulations | rejected | 95% interval | spread | se | se / spread | df "
-             "| SD of t | df of that SD | corr |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in null.itertuples():
-        lines.append(f"| {r.metric} | {r.members} | {r.sims} | {r.rate:.3f} "
+             "| metric | members | rows differ on | alike | simulations | rejected | 95% interval | spread "
+             "| se | se / spread | df | SD of t | df of that SD | corr |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in null.sort_values(["metric", "members", "differ"], kind="stable").itertuples():
+        lines.append(f"| {r.metric} | {r.members} | {r.differ:g} | {r.corr:.2f} | {r.sims} | {r.rate:.3f} "
                      f"| [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.sd_stat:.2f} | {r.rms_se:.2f} "
                      f"| {r.rms_se / r.sd_stat:.2f} | {r.df_median:.1f} | {r.sd_ratio:.2f} "
                      f"| {r.df_matching:.1f} | {r.corr_diff_se:+.2f} |")
@@ -419,25 +471,40 @@ def markdown(df: pd.DataFrame, gen: Generator, plan: dict, seconds: float,
     return "\n".join(lines) + "\n"
 
 
-def figure(df: pd.DataFrame, out: Path) -> Path:
+def figure(df: pd.DataFrame, out: Path, pairs: list[float] | None = None) -> Path:
+    """Top: rejection rate against the effect (arms drawn alike). Bottom: the nulls' rejection rate
+    against how alike the two arms' ensembles are, the committed rows' pairs shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 4))
-    for ax, metric in zip(axes, METRICS, strict=True):
+    fig, axes = plt.subplots(2, len(METRICS), figsize=(10, 7.5))
+    for col, metric in enumerate(METRICS):
+        ax, low = axes[0, col], axes[1, col]
         for m in sorted(df.members.unique()):
-            d = df[(df.metric == metric) & (df.members == m)].sort_values("shift")
+            d = df[(df.metric == metric) & (df.members == m) & (df.differ == 0)].sort_values("shift")
             ax.errorbar(d.effect.abs(), d.rate, yerr=[d.rate - d.ci_low, d.ci_high - d.rate], marker="o",
                         capsize=2, label=f"{m} members")
+            n = df[(df.metric == metric) & (df.members == m) & (df["shift"] == 0)].sort_values("corr")
+            low.errorbar(n["corr"], n.rate, yerr=[n.rate - n.ci_low, n.ci_high - n.rate], marker="o",
+                         capsize=2, label=f"{m} members")
         ax.axhline(ALPHA, color="grey", lw=0.8, ls="--")
         ax.axhline(0.8, color="grey", lw=0.8, ls=":")
         ax.set_xlabel(f"|effect| on {metric} (points)")
         ax.set_ylabel("rejection rate (α = 0.05)")
         ax.set_ylim(0, 1)
         ax.legend()
-    fig.suptitle("Comparison test: size (effect 0) and power, simulated from the CPU block's members")
+        if pairs:
+            low.axvspan(min(pairs), max(pairs), color="tab:green", alpha=0.12,
+                        label="committed rows' pairs (10 members)")
+        low.axhspan(0.03, 0.07, color="grey", alpha=0.12)
+        low.axhline(ALPHA, color="grey", lw=0.8, ls="--")
+        low.set_xlabel("how alike the arms are (ensembles' correlation within a class)")
+        low.set_ylabel(f"nulls rejected, {metric}")
+        low.set_ylim(0, 0.12)
+        low.legend(fontsize=8)
+    fig.suptitle("Comparison test: size and power, simulated from the CPU block's members")
     fig.tight_layout()
     path = out / "verdicts.png"
     fig.savefig(path, dpi=120)
@@ -471,14 +538,16 @@ def main(argv: list[str] | None = None) -> int:
     df.to_csv(out / "verdicts.csv", index=False, float_format="%.6g")
     needed = budget(args.results / "runs" / "cpu", boot=plan["boot"])
     needed.to_csv(out / "budget.csv", index=False, float_format="%.6g")
-    (out / "verdicts.md").write_text(markdown(df, gen, plan, seconds, needed))
+    pairs = pair_correlations(args.results / "runs" / "cpu")
+    (out / "verdicts.md").write_text(markdown(df, gen, plan, seconds, needed, pairs))
     for r in needed.itertuples():
         print(f"members for 80% power, RankReg vs {r.against}, {r.metric} (claimed {r.claimed:.1f}): "
               f"{r.members_needed}")
-    png = figure(df, out)
+    png = figure(df, out, pairs)
     null = df[df["shift"] == 0]
     for r in null.itertuples():
-        print(f"size {r.metric} {r.members} members: {r.rate:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] "
+        print(f"size {r.metric} {r.members} members, rows differ on {r.differ:g} (alike {r.corr:.2f}): "
+              f"{r.rate:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] "
               f"({r.sims} simulations)")
     for metric in METRICS:
         for m in sorted(df.members.unique()):

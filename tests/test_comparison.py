@@ -21,6 +21,7 @@ from hightpr.metrics.comparison import (
     SIZE_CORRELATION,
     Arm,
     auc_rows,
+    binary_metric,
     compare,
     equivalence_p,
     extrapolate,
@@ -184,7 +185,8 @@ def test_the_group_pairs_of_ten_members_are_every_split_in_halves():
 def test_the_study_runs_on_the_committed_members():
     study = _study()
     gen = study.Generator(ROOT / "results" / "runs" / "cpu")
-    plan = {"members": (3,), "null_sims": {3: 4}, "alt_sims": 3, "shifts": (2.0,), "boot": 10, "splits": 4}
+    plan = {"members": (3,), "null_sims": {3: {0.0: 4}}, "alt_sims": 3, "shifts": (2.0,), "boot": 10,
+            "splits": 4}
     df = study.study(gen, plan, progress=False)
     assert set(df.metric) == {"auc", "fpr@95tpr"} and len(df) == 4
     assert (df[df["shift"] > 0].effect.abs() > 0).all() and (df[df["shift"] == 0].effect == 0).all()
@@ -204,16 +206,38 @@ def test_the_studys_arms_share_each_seeds_part_as_the_pools_same_seed_members_do
     assert same == pytest.approx(gen.seed_correlation, abs=0.03) and abs(other) < 0.03
 
 
+def test_arms_that_differ_sample_by_sample_keep_the_null_exact():
+    """`differ`: arm B's members are the ones drawn alike, relabelled within each class on that
+    fraction of the samples, so each member's positives and negatives (and every AUC and FPR@TPR on
+    the full test set) are unchanged, arm A is untouched, and the two ensembles are less alike."""
+    study = _study()
+    gen = study.Generator(ROOT / "results" / "runs" / "cpu")
+    a0, b0 = gen.pair(np.random.default_rng(4), 5)
+    a1, b1 = gen.pair(np.random.default_rng(4), 5, differ=0.3)
+    assert np.array_equal(a0, a1)
+    for k in (gen.y, ~gen.y):
+        assert np.array_equal(np.sort(b0[:, k], axis=1), np.sort(b1[:, k], axis=1))
+    moved = (b0 != b1).any(axis=0).mean()
+    assert 0.25 < moved < 0.35        # about 30% drawn, a few relabelled onto themselves
+    for metric in ("auc", "fpr@95tpr"):
+        fn = binary_metric(metric)
+        y = np.broadcast_to(gen.y, b0.shape)
+        assert np.array_equal(fn(b0, y), fn(b1, y))
+    assert gen.correlation(a1, b1) < gen.correlation(a0, b0) - 0.1
+
+
 def test_the_study_gives_the_same_numbers_on_two_processes_and_resumes_from_its_chunks(tmp_path, monkeypatch):
     study = _study()
     monkeypatch.setattr(study, "CHUNK", 2)
     gen = study.Generator(ROOT / "results" / "runs" / "cpu")
-    plan = {"members": (3,), "null_sims": {3: 3}, "alt_sims": 2, "shifts": (2.0,), "boot": 10, "splits": 4}
-    cols = ["metric", "members", "shift", "sims", "rejections", "sd_stat", "rms_se", "df_median"]
+    plan = {"members": (3,), "null_sims": {3: {0.0: 2, 0.2: 1}}, "alt_sims": 2, "shifts": (2.0,), "boot": 10,
+            "splits": 4}
+    cols = ["metric", "members", "shift", "differ", "corr", "sims", "rejections", "sd_stat", "rms_se",
+            "df_median"]
     one = study.study(gen, plan, progress=False)
     two = study.study(gen, plan, progress=False, jobs=2, cache=tmp_path)
     pd.testing.assert_frame_equal(one[cols], two[cols])
-    assert len(list(tmp_path.glob("*.npz"))) == 3   # chunks of 2: null sims 0-1 and 2, shifted 0-1
+    assert len(list(tmp_path.glob("*.npz"))) == 3   # chunks of 2: nulls alike 0-1, differing 0, shifted 0-1
 
     def refuse(*args, **kwargs):
         raise AssertionError("a kept chunk was simulated again")
