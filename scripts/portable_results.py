@@ -66,8 +66,8 @@ def portable(key: str, value: str) -> str | None:
 
 
 def rewrite(path: Path) -> tuple[str | None, list[str]]:
-    """(the file's text with its absolute paths made relative, or None if it has none; the paths
-    that have no relative form)."""
+    """(the file's text with its absolute paths made relative, or None if that changes nothing; the
+    paths that have no relative form)."""
     text = path.read_text()
     found = {value: portable(key, value) for key, value in _parsed(path, text) if _absolute(value)}
     if not found:
@@ -76,7 +76,7 @@ def rewrite(path: Path) -> tuple[str | None, list[str]]:
     new_text = text
     for old in sorted((v for v, new in found.items() if new is not None), key=len, reverse=True):
         new_text = new_text.replace(old, found[old])
-    return new_text, unknown
+    return (new_text if new_text != text else None), unknown
 
 
 def records(results: Path) -> list[Path]:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in records(args.results):
         new_text, left = rewrite(path)
         unknown += [f"{path}: {v}" for v in left]
-        if new_text is not None and new_text != path.read_text():
+        if new_text is not None:
             changed.append(path)
             if not args.check:
                 path.write_text(new_text)

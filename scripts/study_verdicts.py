@@ -22,7 +22,7 @@ RankReg Table 1 (binary CIFAR-10 0 vs 1 at 1:100, test 1000 + 1000):
   random fraction `differ` of them, which leaves every metric of arm B's ensembles on the full test
   set exactly as arm A's (AUC and FPR@TPR see only each class's scores) while the two rows now
   disagree sample by sample, as two methods do (the committed rows' ensembles correlate 0.74-0.96
-  within a class; `pair_correlations`); an *alternative*: arm A's members score positives `shift`
+  within a class; `Generator.pair_correlations`); an *alternative*: arm A's members score positives `shift`
   logits higher. The effect is the population difference of the metric, in points.
 
 Each cell reports the rejection rate at α = 0.05 (two-sided) with its Wilson 95% interval; the
@@ -91,6 +91,7 @@ class Generator:
         self.deviations = np.concatenate(deviations)
         self.dof = sum(s.shape[0] - 1 for s in rows.values())
         self.rows = {k: s.shape[0] for k, s in rows.items()}
+        self.ensembles = {k: s.mean(axis=0) for k, s in rows.items()}
         self.seed_correlation = seed_correlation(Path(pool) / "ensembles", rows)
 
     def pair(self, rng: np.random.Generator, m: int, shift: float = 0.0,
@@ -117,6 +118,11 @@ class Generator:
         """`alike` of two arms' ensembles."""
         return alike(a.mean(axis=0), b.mean(axis=0), self.y)
 
+    def pair_correlations(self) -> list[float]:
+        """`alike` of every pair of the committed rows the members are drawn from."""
+        rows = list(self.ensembles.values())
+        return [alike(a, b, self.y) for i, a in enumerate(rows) for b in rows[i + 1:]]
+
     def test_draw(self, rng: np.random.Generator) -> np.ndarray:
         pos, neg = np.flatnonzero(self.y), np.flatnonzero(~self.y)
         return np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
@@ -138,17 +144,6 @@ def alike(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
     """How alike two ensembles' scores are sample by sample: their correlation within each class,
     averaged over the two classes."""
     return float(np.mean([np.corrcoef(a[k], b[k])[0, 1] for k in (y, ~y)]))
-
-
-def pair_correlations(pool: Path, block: tuple[str, ...] = BLOCK) -> list[float]:
-    """`alike` of every pair of the block's committed rows (their ensembles)."""
-    rows = []
-    for key in block:
-        path = Path(pool) / "ensembles" / key
-        if path.is_dir():
-            _, y, scores = _member_test(path, True)
-            rows.append(scores.mean(axis=0))
-    return [alike(a, b, y.astype(bool)) for i, a in enumerate(rows) for b in rows[i + 1:]]
 
 
 def seed_correlation(ensembles: Path, rows: dict[str, np.ndarray]) -> float:
@@ -181,17 +176,17 @@ def _chunk(gen: Generator, m: int, shift: float, first: int, count: int, boot: i
     rng = np.random.default_rng([seed, stream])
     seen: dict[str, list[tuple[float, float, float, float]]] = {metric: [] for metric in METRICS}
     seeds = tuple(range(1, m + 1))
-    alike = []
+    likeness = []
     for s in range(first, first + count):
         a, b = gen.pair(rng, m, shift, differ)
-        alike.append(gen.correlation(a, b))
+        likeness.append(gen.correlation(a, b))
         idx = gen.test_draw(rng)
         arms = [comparison.Arm(a[:, idx], seeds), comparison.Arm(b[:, idx], seeds)]
         for metric in METRICS:
             ev = procedure(arms, gen.y[idx], metric, n=boot, seed=s, splits=splits, scale=100)
             seen[metric].append((ev["p"], ev["diff"], ev.get("se", math.nan), ev.get("df", math.nan)))
     out = {metric: np.array(got, dtype=float).reshape(-1, 4) for metric, got in seen.items()}
-    return {**out, "corr": np.array(alike), "seconds": np.array(time.perf_counter() - began)}
+    return {**out, "corr": np.array(likeness), "seconds": np.array(time.perf_counter() - began)}
 
 
 def _summary(got: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -288,9 +283,9 @@ def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comp
     tasks = [(m, shift, differ, first, count) for m, shift, differ, sims in cells
              for first, count in _pieces(sims)]
 
-    def part(task: tuple) -> tuple:   # the chunk's name in the cache (differ only where it is not 0)
+    def part(task: tuple) -> tuple:   # the chunk's name in the cache
         m, shift, differ, first, count = task
-        return (m, shift, first, count, _cell_seed(seed, m, shift, differ), *((differ,) if differ else ()))
+        return (m, shift, differ, first, count, _cell_seed(seed, m, shift, differ))
 
     done: dict[tuple, dict[str, np.ndarray]] = {}
     for task in tasks:
@@ -328,11 +323,11 @@ def study(gen: Generator, plan: dict, seed: int = 0, procedure: Procedure = comp
     for m, shift, differ, sims in cells:
         chunks = [done[(m, shift, differ, first)] for first, _ in _pieces(sims)]
         got = _summary({metric: np.concatenate([c[metric] for c in chunks]) for metric in METRICS})
-        alike = float(np.mean(np.concatenate([c["corr"] for c in chunks])))
+        likeness = float(np.mean(np.concatenate([c["corr"] for c in chunks])))
         for metric, seen in got.items():
             k = seen["rejections"]
             lo, hi = wilson(k, sims)
-            rows.append({"metric": metric, "members": m, "shift": shift, "differ": differ, "corr": alike,
+            rows.append({"metric": metric, "members": m, "shift": shift, "differ": differ, "corr": likeness,
                          "effect": gen.effect(metric, shift), "sims": sims, "rejections": k,
                          "rate": k / sims, "ci_low": lo, "ci_high": hi,
                          "sd_stat": seen["sd_stat"], "rms_se": seen["rms_se"],
@@ -540,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     df.to_csv(out / "verdicts.csv", index=False, float_format="%.6g")
     needed = budget(args.results / "runs" / "cpu", boot=plan["boot"])
     needed.to_csv(out / "budget.csv", index=False, float_format="%.6g")
-    pairs = pair_correlations(args.results / "runs" / "cpu")
+    pairs = gen.pair_correlations()
     (out / "verdicts.md").write_text(markdown(df, gen, plan, seconds, needed, pairs))
     for r in needed.itertuples():
         print(f"members for 80% power, RankReg vs {r.against}, {r.metric} (claimed {r.claimed:.1f}): "
